@@ -1,0 +1,110 @@
+"""Opening and binding one connection, with the retry and failover policies.
+
+This is the only place that loops over servers and attempts. It runs outside the pool
+lock; the pool has already reserved a slot for the connection it opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ldappool.clock import Clock
+from ldappool.connector import Connection, ConnectSettings, Driver, ErrorKind, Server
+from ldappool.errors import (
+    BackendError,
+    BackendTimeoutError,
+    InvalidCredentialsError,
+    ServerDownError,
+)
+from ldappool.policies import FailoverPolicy, RetryPolicy
+
+__all__ = ["Connector"]
+
+_TRANSIENT = (ErrorKind.DOWN, ErrorKind.TIMEOUT)
+
+
+class Connector:
+    """Opens bound connections: each server in failover order, each retried per policy."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        servers: Sequence[Server],
+        settings: ConnectSettings,
+        retry: RetryPolicy,
+        failover: FailoverPolicy,
+        clock: Clock,
+        count: Callable[[str], None],
+    ) -> None:
+        self.driver = driver
+        self.servers = tuple(servers)
+        self.settings = settings
+        self.retry = retry
+        self.failover = failover
+        self._clock = clock
+        self._count = count
+        # server -> monotonic time until which it is quarantined (see FailoverPolicy).
+        self._quarantine: dict[Server, float] = {}
+
+    def plan(self) -> list[Server]:
+        """Servers in the order to try: the policy's order, quarantined ones last."""
+        ordered = list(self.failover.order(self.servers))
+        if not self._quarantine:
+            return ordered
+        now = self._clock.monotonic()
+        healthy = [s for s in ordered if self._quarantine.get(s, 0.0) <= now]
+        return healthy + [s for s in ordered if s not in healthy]
+
+    def open(self, who: str | None, cred: str | None) -> tuple[Connection, Server]:
+        """Connect and bind; raise InvalidCredentialsError, BackendError or ServerDownError."""
+        last_error: BaseException | None = None
+        last_kind = ErrorKind.DOWN
+        last_server: Server | None = None
+        attempts = 0
+        for server in self.plan():
+            attempt = 0
+            while True:
+                attempt += 1
+                attempts += 1
+                try:
+                    conn = self._connect_and_bind(server, who, cred)
+                except Exception as exc:
+                    kind = self.driver.classify(exc)
+                    self._raise_if_final(kind, exc, server, who)
+                    self._count("connect_errors")
+                    last_error, last_kind, last_server = exc, kind, server
+                    if not self.retry.should_retry(attempt, exc):
+                        break
+                    self._clock.sleep(self.retry.backoff(attempt))
+                    continue
+                self._quarantine.pop(server, None)
+                return conn, server
+            if self.failover.cooldown > 0:
+                self._quarantine[server] = self._clock.monotonic() + self.failover.cooldown
+            self._count("failovers")
+        error_class = BackendTimeoutError if last_kind is ErrorKind.TIMEOUT else ServerDownError
+        tried = ", ".join(str(s) for s in self.servers)
+        raise error_class(
+            f"could not connect to {tried} after {attempts} attempt(s); "
+            f"last error: {last_error!r}",
+            str(last_server) if last_server else None,
+        ) from last_error
+
+    def _connect_and_bind(self, server: Server, who: str | None, cred: str | None) -> Connection:
+        conn = self.driver.connect(server, self.settings)
+        try:
+            conn.bind(who, cred)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _raise_if_final(kind: ErrorKind, exc: Exception, server: Server, who: str | None) -> None:
+        """Errors no retry or other server can fix are raised at once."""
+        if kind is ErrorKind.CREDENTIALS:
+            raise InvalidCredentialsError(
+                f"{server} refused the credentials for bind DN {who!r}", str(server)
+            ) from exc
+        if kind not in _TRANSIENT:
+            raise BackendError(f"{server} refused the connection: {exc!r}", str(server)) from exc

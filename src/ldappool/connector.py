@@ -1,0 +1,119 @@
+"""The connector port: all the pool core knows about LDAP.
+
+The core never imports a driver. It opens, binds, checks and closes connections
+through these two protocols, and learns what an exception means from
+:meth:`Driver.classify`. A new driver is one module implementing them plus one
+registry line (or an entry point in the ``ldappool.drivers`` group).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+__all__ = ["ConnectSettings", "Connection", "Driver", "ErrorKind", "Server", "TLSSettings"]
+
+
+class ErrorKind(enum.Enum):
+    """What a driver exception means to the pool."""
+
+    #: The server is unreachable or the connection was lost: retry, fail over, discard.
+    DOWN = "down"
+    #: No answer within ``timeout``: treated like DOWN (the connection may hold an
+    #: unanswered request, so it is never reused).
+    TIMEOUT = "timeout"
+    #: Wrong DN or password: never retried, never failed over.
+    CREDENTIALS = "credentials"
+    #: Anything else (no such object, size limit...): the connection is still healthy.
+    OTHER = "other"
+
+
+@attrs.frozen
+class Server:
+    """One server URI, parsed once at construction."""
+
+    uri: str
+    scheme: str  # "ldap", "ldaps" or "ldapi"
+    host: str  # host name, or the socket path for ldapi://
+    port: int | None  # None: the scheme's default (or ldapi)
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+@attrs.frozen(repr=True)
+class TLSSettings:
+    """Per-manager TLS material. Certificates are verified unless ``verify`` is False."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
+
+
+@attrs.frozen
+class ConnectSettings:
+    """How every connection of one manager is opened."""
+
+    #: Seconds for connecting and for each operation; None means no limit.
+    timeout: float | None = None
+    #: StartTLS right after connecting (ldaps:// is TLS from the start anyway).
+    use_tls: bool = False
+    tls: TLSSettings = attrs.field(factory=TLSSettings)
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """One live LDAP connection as the pool sees it.
+
+    Methods raise the driver's own exceptions; the pool asks :meth:`Driver.classify`
+    what they mean. Only :meth:`close` and :meth:`abandon` never raise.
+    """
+
+    @property
+    def native(self) -> Any:
+        """What the user receives: python-ldap's LDAPObject, an ldap3 Connection..."""
+
+    def bind(self, who: str | None, cred: str | None) -> None:
+        """Simple bind (anonymous when both are None). Keeps no copy of ``cred``."""
+
+    def looks_alive(self) -> bool:
+        """False if the server has closed or written to this idle connection.
+
+        Must not do a round trip: a zero-timeout poll of the socket is the model.
+        """
+
+    def ping(self) -> None:
+        """One cheap round trip (WhoAmI); raises if the connection is unusable."""
+
+    def identity_changed(self) -> bool:
+        """True if the holder re-bound or unbound the native connection.
+
+        Such a connection is discarded at checkin: it can no longer be matched to
+        the identity it was lent under.
+        """
+
+    def close(self) -> None:
+        """Unbind and release the socket. Never raises."""
+
+    def abandon(self) -> None:
+        """Forget the connection without any I/O on its socket (after ``fork()``).
+
+        The socket is shared with the parent process: the child must neither read,
+        write nor send an unbind on it. Never raises.
+        """
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """Opens connections and interprets the exceptions of one LDAP library."""
+
+    name: str
+
+    def connect(self, server: Server, settings: ConnectSettings) -> Connection:
+        """Open (and StartTLS if asked) a connection to ``server``; do not bind."""
+
+    def classify(self, error: BaseException) -> ErrorKind:
+        """Say what a driver exception means to the pool."""

@@ -1,0 +1,72 @@
+"""Driver registry: turns ``driver="ldap3"`` into a driver object.
+
+Built-in drivers are imported lazily, so that using one never needs the other's
+package. Third-party drivers register under the ``ldappool.drivers`` entry-point
+group: ``mydriver = "mypackage.module:MyDriver"``, the target being a class (or any
+callable) that returns a :class:`~ldappool.connector.Driver` when called with no
+arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from ldappool.connector import Driver
+from ldappool.errors import DriverNotInstalledError
+
+__all__ = ["ENTRY_POINT_GROUP", "available", "resolve"]
+
+ENTRY_POINT_GROUP = "ldappool.drivers"
+
+# name -> (module, class, the extra that installs its package)
+_BUILTIN: dict[str, tuple[str, str, str]] = {
+    "python-ldap": ("ldappool.drivers.python_ldap", "PythonLdapDriver", "python-ldap"),
+    "ldap3": ("ldappool.drivers.ldap3", "Ldap3Driver", "ldap3"),
+}
+
+
+def available() -> list[str]:
+    """Names that :func:`resolve` accepts: the built-ins, then entry points."""
+    names = list(_BUILTIN)
+    names += sorted(
+        ep.name for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in names
+    )
+    return names
+
+
+def resolve(driver: object) -> Driver:
+    """Return a driver object for a name, or ``driver`` itself if it already is one.
+
+    Raises TypeError/ValueError naming the ``driver`` argument, and
+    DriverNotInstalledError (an ImportError) naming the extra to install.
+    """
+    if isinstance(driver, str):
+        return _load(driver)
+    if isinstance(driver, Driver):
+        return driver
+    raise TypeError(
+        f"driver must be a driver name ({', '.join(available())}) or a Driver object, "
+        f"not {type(driver).__name__}"
+    )
+
+
+def _load(name: str) -> Driver:
+    if name in _BUILTIN:
+        module_name, class_name, extra = _BUILTIN[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise DriverNotInstalledError(
+                f"driver {name!r} needs the {extra} package: pip install 'ldappool[{extra}]'"
+            ) from exc
+        factory = getattr(module, class_name)
+    else:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        if not found:
+            raise ValueError(f"driver must be one of {', '.join(available())}; got {name!r}")
+        factory = found[0].load()
+    instance = factory()
+    if not isinstance(instance, Driver):
+        raise TypeError(f"driver {name!r} did not build a Driver object: {instance!r}")
+    return instance

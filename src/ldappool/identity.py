@@ -1,0 +1,62 @@
+"""Who a connection is bound as, without keeping the password.
+
+A pooled connection must only be lent to the identity it was bound as. The pool keeps
+the bind DN and a keyed BLAKE2b digest of the password: the key is random per process
+and never leaves memory, so the digest cannot be checked against guesses, and digests
+are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+__all__ = ["Identity", "IdentityHasher"]
+
+
+class Identity:
+    """A bind DN plus a keyed digest of its password; hashable, compared in constant time."""
+
+    __slots__ = ("_digest", "_hash", "dn")
+
+    def __init__(self, dn: str | None, digest: bytes) -> None:
+        self.dn = dn
+        self._digest = digest
+        self._hash = hash((dn, digest))
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Identity):
+            return NotImplemented
+        return self.dn == other.dn and hmac.compare_digest(self._digest, other._digest)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def matches_dn(self, dn: str | None) -> bool:
+        """Same bind DN, whatever the password."""
+        return self.dn == dn
+
+    def __repr__(self) -> str:
+        return f"Identity(dn={self.dn!r})"
+
+
+class IdentityHasher:
+    """Makes identities with a key drawn once per hasher."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self) -> None:
+        self._key = os.urandom(32)
+
+    def identity(self, dn: str | None, password: str | None) -> Identity:
+        """The identity for a DN and password (None for an anonymous or unauthenticated bind)."""
+        if password is None:
+            digest = b""
+        else:
+            digest = hashlib.blake2b(
+                password.encode("utf-8", "surrogatepass"), key=self._key, digest_size=32
+            ).digest()
+        return Identity(dn, digest)

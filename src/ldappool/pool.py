@@ -1,0 +1,351 @@
+"""The pool core: slots, identities, first-come-first-served waiters, lifetime.
+
+Pure Python, driver-agnostic. State changes happen under one lock and are cheap
+(dict and deque operations); every I/O the pool decides on (connect, bind, poll,
+ping, unbind) runs after the lock is released, on a slot the calling thread owns.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import OrderedDict, deque
+
+import attrs
+
+from ldappool.clock import Clock
+from ldappool.connect import Connector
+from ldappool.connector import Connection, ErrorKind
+from ldappool.errors import (
+    BackendError,
+    InvalidCredentialsError,
+    MaxConnectionReachedError,
+    PoolClosedError,
+)
+from ldappool.identity import Identity
+from ldappool.policies import LifetimePolicy
+from ldappool.slots import Slot, SlotView, Waiter
+from ldappool.stats import Stats
+
+__all__ = ["Pool"]
+
+_LOST = (ErrorKind.DOWN, ErrorKind.TIMEOUT)
+
+
+class Pool:
+    """Lends bound connections out of ``size`` slots."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        *,
+        size: int,
+        lifetime: LifetimePolicy,
+        pool_timeout: float | None,
+        reuse: bool,
+        clock: Clock,
+    ) -> None:
+        self._connector = connector
+        self._classify = connector.driver.classify
+        self.size = size
+        self.lifetime = lifetime
+        self.pool_timeout = pool_timeout
+        self.reuse = reuse
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = False
+        self._counts = dict.fromkeys(_COUNTER_NAMES, 0)
+        self._reset_slots(generation=0)
+        _POOLS.add(self)
+
+    # -- state, under the lock ------------------------------------------------------
+
+    def _reset_slots(self, generation: int) -> None:
+        self._generation = generation
+        self._slots = [Slot(n, generation) for n in range(1, self.size + 1)]
+        self._empty: list[Slot] = list(reversed(self._slots))  # pop() gives slot 1 first
+        # identity -> idle slots, most recently used last; and all idle slots, LRU first.
+        self._idle: dict[Identity, OrderedDict[int, Slot]] = {}
+        self._idle_lru: OrderedDict[int, Slot] = OrderedDict()
+        self._waiters: deque[Waiter] = deque()
+
+    def _take(self, identity: Identity) -> Slot | None:
+        """A slot for ``identity``: its own idle connection, an empty slot, or the
+        least recently used idle connection of another identity (to rebind)."""
+        bucket = self._idle.get(identity)
+        if bucket:
+            _, slot = bucket.popitem()
+            if not bucket:
+                del self._idle[identity]
+            del self._idle_lru[slot.number]
+            self._counts["reused"] += 1
+        elif self._empty:
+            slot = self._empty.pop()
+        elif self._idle_lru:
+            _, slot = self._idle_lru.popitem(last=False)
+            assert slot.identity is not None
+            other = self._idle[slot.identity]
+            del other[slot.number]
+            if not other:
+                del self._idle[slot.identity]
+        else:
+            return None
+        slot.in_use = True
+        self._counts["checkouts"] += 1
+        return slot
+
+    def _give(self, slot: Slot) -> None:
+        """Hand a slot to the oldest waiter, or make it available."""
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            self._counts["checkouts"] += 1
+            waiter.slot = slot
+            waiter.event.set()
+            return
+        slot.in_use = False
+        if slot.conn is None or slot.identity is None:
+            self._empty.append(slot)
+        else:
+            self._idle.setdefault(slot.identity, OrderedDict())[slot.number] = slot
+            self._idle_lru[slot.number] = slot
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    # -- checkout --------------------------------------------------------------------
+
+    def checkout(self, identity: Identity, who: str | None, cred: str | None) -> Slot:
+        """A slot whose connection is live and bound as ``identity``."""
+        with self._lock:
+            if self._closed:
+                raise PoolClosedError("this ConnectionManager is closed")
+            slot = self._take(identity)
+            if slot is None:
+                waiter = Waiter()
+                self._waiters.append(waiter)
+                self._counts["waits"] += 1
+        if slot is None:
+            slot = self._wait(waiter)
+        try:
+            self._prepare(slot, identity, who, cred)
+        except BaseException:
+            self._release(slot, slot.detach(), failed_checkout=True)
+            raise
+        slot.checked_out_at = self._clock.monotonic()
+        return slot
+
+    def _wait(self, waiter: Waiter) -> Slot:
+        waiter.event.wait(self.pool_timeout)
+        with self._lock:
+            if waiter.slot is None and waiter.error is None:
+                self._waiters.remove(waiter)
+                self._counts["wait_timeouts"] += 1
+                raise MaxConnectionReachedError(
+                    f"all {self.size} connections stayed in use for pool_timeout="
+                    f"{self.pool_timeout}s; raise size or pool_timeout"
+                )
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.slot is not None
+        return waiter.slot
+
+    def _prepare(self, slot: Slot, identity: Identity, who: str | None, cred: str | None) -> None:
+        """Make the slot's connection usable for ``identity`` (I/O, outside the lock)."""
+        conn = slot.conn
+        if conn is not None:
+            now = self._clock.monotonic()
+            reason = self._unfit(slot, conn, now)
+            if reason is None and slot.identity == identity:
+                return
+            if reason is None:
+                if self._rebind(slot, conn, identity, who, cred):
+                    return
+            else:
+                self._count(reason)
+            self._close(slot.detach())
+        new, server = self._connector.open(who, cred)
+        now = self._clock.monotonic()
+        slot.conn, slot.identity, slot.server = new, identity, server
+        slot.opened_at, slot.last_used = now, now
+        slot.expires_at = self.lifetime.expires_at(now)
+        self._count("opened")
+
+    def _unfit(self, slot: Slot, conn: Connection, now: float) -> str | None:
+        """Why a pooled connection must not be lent (a counter name), or None."""
+        if now >= slot.expires_at or self.lifetime.too_idle(now - slot.last_used):
+            return "expired"
+        if not conn.looks_alive():
+            return "stale"
+        if self.lifetime.should_ping(now - slot.last_used):
+            self._count("pings")
+            try:
+                conn.ping()
+            except Exception:
+                return "stale"
+        return None
+
+    def _rebind(
+        self, slot: Slot, conn: Connection, identity: Identity, who: str | None, cred: str | None
+    ) -> bool:
+        """Rebind an idle connection of another identity; False if it turned out dead."""
+        slot.identity = None  # bound to nobody we know until the bind succeeds
+        try:
+            conn.bind(who, cred)
+        except Exception as exc:
+            kind = self._classify(exc)
+            if kind in _LOST:
+                return False
+            if kind is ErrorKind.CREDENTIALS:
+                self._count("invalid_credentials")
+                raise InvalidCredentialsError(
+                    f"{slot.server} refused the credentials for bind DN {who!r}", str(slot.server)
+                ) from exc
+            raise BackendError(
+                f"{slot.server} refused the bind: {exc!r}", str(slot.server)
+            ) from exc
+        slot.identity = identity
+        self._count("rebinds")
+        return True
+
+    # -- checkin ---------------------------------------------------------------------
+
+    def checkin(self, slot: Slot, error: BaseException | None) -> None:
+        """Take a slot back; pool its connection unless it must not be reused."""
+        conn = slot.conn
+        if slot.generation != self._generation:  # lent before a fork: not ours to touch
+            if conn is not None:
+                conn.abandon()
+            return
+        now = self._clock.monotonic()
+        if conn is not None:
+            if error is not None and self._classify(error) in _LOST:
+                self._release(slot, slot.detach(), "lost")
+                return
+            if now >= slot.expires_at:
+                self._release(slot, slot.detach(), "expired")
+                return
+            if not self.reuse or slot.purge or self._closed or conn.identity_changed():
+                self._release(slot, slot.detach())
+                return
+        slot.last_used = now
+        with self._lock:
+            self._give(slot)
+
+    def _release(
+        self,
+        slot: Slot,
+        conn: Connection | None,
+        reason: str | None = None,
+        *,
+        failed_checkout: bool = False,
+    ) -> None:
+        """Close ``conn``, then free its slot: the slot is free only once the server
+        has been told, so ``size`` holds as the server counts connections."""
+        if conn is not None:
+            conn.close()
+        with self._lock:
+            if reason is not None:
+                self._counts[reason] += 1
+            if failed_checkout:
+                self._counts["checkouts"] -= 1
+            if conn is not None:
+                self._counts["closed"] += 1
+            self._give(slot)
+
+    def _close(self, conn: Connection | None) -> None:
+        if conn is not None:
+            conn.close()
+            self._count("closed")
+
+    # -- maintenance -----------------------------------------------------------------
+
+    def purge(self, match: object) -> int:
+        """Drop connections whose identity ``match(identity)`` accepts; return how many
+        idle ones were closed now (in-use ones close at checkin)."""
+        assert callable(match)
+        doomed: list[Slot] = []
+        with self._lock:
+            for slot in self._slots:
+                if slot.identity is None or not match(slot.identity):
+                    continue
+                if slot.in_use:
+                    slot.purge = True
+                else:
+                    doomed.append(slot)
+                    del self._idle_lru[slot.number]
+                    bucket = self._idle[slot.identity]
+                    del bucket[slot.number]
+                    if not bucket:
+                        del self._idle[slot.identity]
+                    slot.in_use = True  # ours until closed
+        for slot in doomed:
+            self._release(slot, slot.detach())
+        return len(doomed)
+
+    def close(self) -> None:
+        """Refuse new checkouts, wake waiters with PoolClosedError, close idle connections."""
+        with self._lock:
+            self._closed = True
+            for waiter in self._waiters:
+                waiter.error = PoolClosedError("this ConnectionManager was closed")
+                waiter.event.set()
+            self._waiters.clear()
+            idle = list(self._idle_lru.values())
+            self._idle.clear()
+            self._idle_lru.clear()
+        for slot in idle:
+            self._close(slot.detach())
+            with self._lock:
+                slot.in_use = False
+                self._empty.append(slot)
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's connections without touching their sockets."""
+        self._lock = threading.Lock()
+        for slot in self._slots:
+            if slot.conn is not None:
+                slot.conn.abandon()
+        # A slot lent out when the fork happened keeps the old generation: its holder's
+        # checkin only abandons it again.
+        self._reset_slots(self._generation + 1)
+
+    # -- introspection ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def snapshot(self) -> tuple[list[SlotView], Stats]:
+        """The occupied slots and the counters, read together under the lock."""
+        with self._lock:
+            occupied = [s.view() for s in self._slots if s.conn is not None or s.in_use]
+            counts = dict(self._counts)
+            stats = Stats(
+                size=self.size,
+                connections=sum(1 for s in self._slots if s.conn is not None or s.in_use),
+                in_use=sum(1 for s in self._slots if s.in_use),
+                idle=len(self._idle_lru),
+                waiting=len(self._waiters),
+                **counts,
+            )
+        return occupied, stats
+
+
+_COUNTER_NAMES = tuple(
+    a.name
+    for a in attrs.fields(Stats)
+    if a.name not in ("size", "connections", "in_use", "idle", "waiting")
+)
+
+_POOLS: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_POOLS):
+        pool.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

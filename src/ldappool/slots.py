@@ -1,0 +1,92 @@
+"""The pool's records: one Slot per unit of capacity, one Waiter per queued checkout."""
+
+from __future__ import annotations
+
+import threading
+from typing import NamedTuple
+
+from ldappool.connector import Connection, Server
+from ldappool.identity import Identity
+
+__all__ = ["Slot", "SlotView", "Waiter"]
+
+
+class SlotView(NamedTuple):
+    """A copy of a slot's state, taken under the pool lock for display."""
+
+    number: int
+    connected: bool
+    in_use: bool
+    uri: str
+    opened_at: float
+    dn: str | None
+    anonymous: bool
+
+
+class Slot:
+    """One of the pool's ``size`` places; holds at most one connection.
+
+    Slots live as long as the pool. Capacity is counted in slots, not connections: a
+    slot is taken before its connection is opened, so connections being opened count
+    against ``size`` too, and a slot is only given back once its connection is closed.
+    """
+
+    __slots__ = (
+        "checked_out_at",
+        "conn",
+        "expires_at",
+        "generation",
+        "identity",
+        "in_use",
+        "last_used",
+        "number",
+        "opened_at",
+        "purge",
+        "server",
+    )
+
+    def __init__(self, number: int, generation: int) -> None:
+        self.number = number
+        self.generation = generation
+        self.conn: Connection | None = None
+        self.identity: Identity | None = None
+        self.server: Server | None = None
+        self.opened_at = 0.0
+        self.expires_at = 0.0
+        self.last_used = 0.0
+        self.checked_out_at = 0.0
+        self.in_use = False
+        #: Close the connection at checkin instead of pooling it (``purge()``).
+        self.purge = False
+
+    def view(self) -> SlotView:
+        """A copy of the state shown by ``print(cm)``."""
+        identity = self.identity
+        return SlotView(
+            self.number,
+            self.conn is not None,
+            self.in_use,
+            str(self.server) if self.server else "",
+            self.opened_at,
+            identity.dn if identity else None,
+            identity is not None and not identity.dn,
+        )
+
+    def detach(self) -> Connection | None:
+        """Empty the slot, returning the connection it held (to close outside the lock)."""
+        conn, self.conn = self.conn, None
+        self.identity = None
+        self.server = None
+        self.purge = False
+        return conn
+
+
+class Waiter:
+    """A checkout queued on a full pool, served first come, first served."""
+
+    __slots__ = ("error", "event", "slot")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.slot: Slot | None = None
+        self.error: BaseException | None = None

@@ -1,0 +1,32 @@
+"""A frozen snapshot of the pool's counters, as returned by ``ConnectionManager.stats()``."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["Stats"]
+
+
+@attrs.frozen
+class Stats:
+    """Pool state now, and counters since the manager was created."""
+
+    size: int  #: the cap
+    connections: int  #: connections open (or being opened) now
+    in_use: int  #: slots lent out now
+    idle: int  #: pooled connections waiting to be lent
+    waiting: int  #: checkouts queued on a full pool now
+    checkouts: int  #: successful checkouts
+    waits: int  #: checkouts that had to queue
+    wait_timeouts: int  #: MaxConnectionReachedError raised
+    opened: int  #: connections opened and bound
+    closed: int  #: connections closed by the pool
+    reused: int  #: checkouts served by a pooled connection of the same identity
+    rebinds: int  #: idle connections re-bound to another identity
+    stale: int  #: pooled connections found closed by the server at checkout
+    expired: int  #: connections recycled by the lifetime policy
+    pings: int  #: WhoAmI pings before lending an idle connection
+    lost: int  #: connections discarded after an error in use (connection loss, timeout)
+    connect_errors: int  #: failed connect/bind attempts (server down or timed out)
+    failovers: int  #: times a server was given up for the next one
+    invalid_credentials: int  #: binds refused for wrong DN or password
