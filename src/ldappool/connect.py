@@ -6,6 +6,7 @@ lock; the pool has already reserved a slot for the connection it opens.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from ldappool.clock import Clock
@@ -19,6 +20,8 @@ from ldappool.errors import (
 from ldappool.policies import FailoverPolicy, RetryPolicy
 
 __all__ = ["Connector"]
+
+log = logging.getLogger("ldappool")
 
 _TRANSIENT = (ErrorKind.DOWN, ErrorKind.TIMEOUT)
 
@@ -72,6 +75,7 @@ class Connector:
                     kind = self.driver.classify(exc)
                     self._raise_if_final(kind, exc, server, who)
                     self._count("connect_errors")
+                    log.debug("attempt %d on %s failed: %r", attempt, server, exc)
                     last_error, last_kind, last_server = exc, kind, server
                     if not self.retry.should_retry(attempt, exc):
                         break
@@ -82,6 +86,7 @@ class Connector:
             if self.failover.cooldown > 0:
                 self._quarantine[server] = self._clock.monotonic() + self.failover.cooldown
             self._count("failovers")
+            log.warning("giving up on %s after %d attempt(s): %r", server, attempt, last_error)
         error_class = BackendTimeoutError if last_kind is ErrorKind.TIMEOUT else ServerDownError
         tried = ", ".join(str(s) for s in self.servers)
         raise error_class(

@@ -7,6 +7,7 @@ ping, unbind) runs after the lock is released, on a slot the calling thread owns
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -29,6 +30,8 @@ from ldappool.slots import Slot, SlotView, Waiter
 from ldappool.stats import Stats
 
 __all__ = ["Pool"]
+
+log = logging.getLogger("ldappool")
 
 _LOST = (ErrorKind.DOWN, ErrorKind.TIMEOUT)
 
@@ -164,6 +167,9 @@ class Pool:
                     return
             else:
                 self._count(reason)
+                log.debug(
+                    "slot %d: replacing a %s connection to %s", slot.number, reason, slot.server
+                )
             self._close(slot.detach())
         new, server = self._connector.open(who, cred)
         now = self._clock.monotonic()
@@ -221,6 +227,9 @@ class Pool:
         now = self._clock.monotonic()
         if conn is not None:
             if error is not None and self._classify(error) in _LOST:
+                log.info(
+                    "slot %d: connection to %s lost in use: %r", slot.number, slot.server, error
+                )
                 self._release(slot, slot.detach(), "lost")
                 return
             if now >= slot.expires_at:

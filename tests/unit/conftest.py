@@ -27,9 +27,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_cm(
-    driver: FakeDriver, clock: FakeClock
-) -> Iterator[Callable[..., ConnectionManager]]:
+def make_cm(driver: FakeDriver, clock: FakeClock) -> Iterator[Callable[..., ConnectionManager]]:
     made: list[ConnectionManager] = []
 
     def make(**overrides: Any) -> ConnectionManager:

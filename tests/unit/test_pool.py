@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -21,13 +22,11 @@ MakeCM = Callable[..., ConnectionManager]
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll a condition set by another thread, with a deadline (never a blind sleep)."""
-    done = threading.Event()
-    deadline = 0.0
+    deadline = time.monotonic() + timeout
     while not predicate():
-        deadline += 0.001
-        if deadline > timeout:
+        if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
-        done.wait(0.001)
+        time.sleep(0.001)
 
 
 def test_sequential_reuse_opens_one_connection(make_cm: MakeCM, server: FakeServer) -> None:
@@ -178,7 +177,9 @@ def test_wrong_password_on_rebind_frees_the_slot(make_cm: MakeCM, server: FakeSe
     assert server.live == 0
 
 
-def test_exception_in_block_returns_connection_to_pool(make_cm: MakeCM, server: FakeServer) -> None:
+def test_exception_in_block_returns_connection_to_pool(
+    make_cm: MakeCM, server: FakeServer
+) -> None:
     cm = make_cm()
     with pytest.raises(FakeNoSuchObject):
         with cm.connection():
@@ -223,7 +224,9 @@ def test_connection_closed_by_server_while_idle_is_replaced(
     assert driver.connections[0].closed
 
 
-def test_expired_connection_is_recycled(make_cm: MakeCM, driver: FakeDriver, clock: FakeClock) -> None:
+def test_expired_connection_is_recycled(
+    make_cm: MakeCM, driver: FakeDriver, clock: FakeClock
+) -> None:
     cm = make_cm(max_lifetime=60)
     with cm.connection():
         pass
@@ -281,9 +284,7 @@ def test_max_idle_closes_instead_of_lending(
     assert len(driver.connections) == 2
 
 
-def test_use_pool_false_opens_and_closes_per_checkout(
-    make_cm: MakeCM, server: FakeServer
-) -> None:
+def test_use_pool_false_opens_and_closes_per_checkout(make_cm: MakeCM, server: FakeServer) -> None:
     cm = make_cm(use_pool=False)
     for _ in range(3):
         with cm.connection():
