@@ -54,6 +54,7 @@ class ConnectionManager:
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
         tls_verify: bool = True,
+        warn_held_after: float | None = None,
         clock: Clock | None = None,
     ) -> None:
         servers = parse_uris(uri)
@@ -69,6 +70,7 @@ class ConnectionManager:
             "max_lifetime", max_lifetime, strict=True, allow_none=True
         )
         self.pool_timeout = check_number("pool_timeout", pool_timeout, allow_none=True)
+        held = check_number("warn_held_after", warn_held_after, strict=True, allow_none=True)
         tls = TLSSettings(
             ca_file=_path("tls_ca_file", tls_ca_file),
             cert_file=_path("tls_cert_file", tls_cert_file),
@@ -105,6 +107,7 @@ class ConnectionManager:
             pool_timeout=self.pool_timeout,
             reuse=self.use_pool,
             clock=clock,
+            warn_held_after=held,
         )
 
     def _count_connector(self, name: str) -> None:

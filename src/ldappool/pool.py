@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import traceback
 import weakref
 from collections import OrderedDict, deque
 
@@ -48,6 +49,7 @@ class Pool:
         pool_timeout: float | None,
         reuse: bool,
         clock: Clock,
+        warn_held_after: float | None = None,
     ) -> None:
         self._connector = connector
         self._classify = connector.driver.classify
@@ -56,6 +58,7 @@ class Pool:
         self.pool_timeout = pool_timeout
         self.reuse = reuse
         self._clock = clock
+        self.warn_held_after = warn_held_after
         self._lock = threading.Lock()
         self._closed = False
         self._counts = dict.fromkeys(_COUNTER_NAMES, 0)
@@ -121,6 +124,7 @@ class Pool:
 
     def checkout(self, identity: Identity, who: str | None, cred: str | None) -> Slot:
         """A slot whose connection is live and bound as ``identity``."""
+        overdue: list[Slot] = []
         with self._lock:
             if self._closed:
                 raise PoolClosedError("this ConnectionManager is closed")
@@ -129,7 +133,10 @@ class Pool:
                 waiter = Waiter()
                 self._waiters.append(waiter)
                 self._counts["waits"] += 1
+                if self.warn_held_after is not None:
+                    overdue = [s for s in self._slots if s.in_use and s.origin]
         if slot is None:
+            self._warn_overdue(overdue)
             slot = self._wait(waiter)
         try:
             self._prepare(slot, identity, who, cred)
@@ -137,7 +144,25 @@ class Pool:
             self._release(slot, slot.detach(), failed_checkout=True)
             raise
         slot.checked_out_at = self._clock.monotonic()
+        if self.warn_held_after is not None:
+            slot.origin = "".join(traceback.format_stack(limit=10)[:-2])
         return slot
+
+    def _warn_overdue(self, slots: list[Slot]) -> None:
+        """On a full pool, name the holders that kept their connection too long (once each)."""
+        limit = self.warn_held_after
+        now = self._clock.monotonic()
+        for slot in slots:
+            origin = slot.origin
+            if limit is not None and origin and now - slot.checked_out_at > limit:
+                slot.origin = None  # warn once per checkout
+                log.warning(
+                    "slot %d checked out for %.1fs (longer than warn_held_after=%gs), from:\n%s",
+                    slot.number,
+                    now - slot.checked_out_at,
+                    limit,
+                    origin,
+                )
 
     def _wait(self, waiter: Waiter) -> Slot:
         waiter.event.wait(self.pool_timeout)
@@ -225,6 +250,9 @@ class Pool:
                 conn.abandon()
             return
         now = self._clock.monotonic()
+        if slot.origin is not None:
+            self._warn_overdue([slot])
+            slot.origin = None
         if conn is not None:
             if error is not None and self._classify(error) in _LOST:
                 log.info(

@@ -41,6 +41,7 @@ class Slot:
         "last_used",
         "number",
         "opened_at",
+        "origin",
         "purge",
         "server",
     )
@@ -55,6 +56,8 @@ class Slot:
         self.expires_at = 0.0
         self.last_used = 0.0
         self.checked_out_at = 0.0
+        #: Where the holder checked it out, when ``warn_held_after`` is set.
+        self.origin: str | None = None
         self.in_use = False
         #: Close the connection at checkin instead of pooling it (``purge()``).
         self.purge = False

@@ -378,3 +378,39 @@ def test_stats_snapshot_is_frozen(make_cm: MakeCM) -> None:
     stats = cm.stats()
     with pytest.raises(AttributeError):
         stats.checkouts = 5  # type: ignore[misc]
+
+
+def test_held_too_long_warns_at_checkin_with_the_checkout_site(
+    make_cm: MakeCM, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cm = make_cm(warn_held_after=2.0)
+    with cm.connection():
+        clock.advance(1.0)
+    assert "checked out for" not in caplog.text
+    with cm.connection():  # this line is named in the warning
+        clock.advance(3.0)
+    assert "checked out for 3.0s" in caplog.text
+    assert "test_held_too_long_warns_at_checkin_with_the_checkout_site" in caplog.text
+
+
+def test_held_too_long_warns_when_the_pool_is_full(
+    make_cm: MakeCM, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cm = make_cm(size=1, warn_held_after=2.0, pool_timeout=0.01)
+    forgotten = cm.connection()
+    forgotten.__enter__()
+    clock.advance(5.0)
+    with pytest.raises(MaxConnectionReachedError):
+        cm.connection().__enter__()
+    assert caplog.text.count("checked out for 5.0s") == 1
+    forgotten.__exit__(None, None, None)
+    assert caplog.text.count("checked out for") == 1  # warned once per checkout
+
+
+def test_held_warning_is_off_by_default(
+    make_cm: MakeCM, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cm = make_cm()
+    with cm.connection():
+        clock.advance(1e6)
+    assert "checked out for" not in caplog.text
