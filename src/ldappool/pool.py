@@ -69,8 +69,9 @@ class Pool:
 
     def _reset_slots(self, generation: int) -> None:
         self._generation = generation
-        self._slots = [Slot(n, generation) for n in range(1, self.size + 1)]
-        self._empty: list[Slot] = list(reversed(self._slots))  # pop() gives slot 1 first
+        # Slots are made on first need, so a huge ``size`` costs nothing up front.
+        self._slots: list[Slot] = []
+        self._empty: list[Slot] = []
         # identity -> idle slots, most recently used last; and all idle slots, LRU first.
         self._idle: dict[Identity, OrderedDict[int, Slot]] = {}
         self._idle_lru: OrderedDict[int, Slot] = OrderedDict()
@@ -88,6 +89,9 @@ class Pool:
             self._counts["reused"] += 1
         elif self._empty:
             slot = self._empty.pop()
+        elif len(self._slots) < self.size:
+            slot = Slot(len(self._slots) + 1, self._generation)
+            self._slots.append(slot)
         elif self._idle_lru:
             _, slot = self._idle_lru.popitem(last=False)
             assert slot.identity is not None
