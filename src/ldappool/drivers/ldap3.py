@@ -1,0 +1,351 @@
+"""The ldap3 driver: connections are :class:`PooledConnection`, an ``ldap3.Connection``.
+
+Each connection gets its own ``ldap3.Server`` and ``ldap3.Tls``, built from the
+manager's settings: nothing is process-global, and certificates are verified unless
+the settings say otherwise (ldap3's own ``Tls()`` verifies nothing). The SYNC strategy,
+one socket per connection: ldap3's REUSABLE and RESTARTABLE strategies would pool and
+reconnect behind the pool's back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+import select
+import ssl
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, cast
+from urllib.parse import quote
+
+import ldap3
+from ldap3.core import exceptions as lx
+
+from ldappool.connector import ConnectSettings, ErrorKind, Server, TLSSettings
+
+__all__ = ["Ldap3Connection", "Ldap3Driver", "PooledConnection"]
+
+_WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
+_RESULT_KEYS = ("result", "description", "dn", "message", "type")
+_GET_INFO = {ldap3.NONE, ldap3.DSA, ldap3.SCHEMA, ldap3.ALL} | {
+    getattr(ldap3, name) for name in dir(ldap3) if name.startswith("OFFLINE_")
+}
+# What the driver decides itself, per option argument.
+_RESERVED = {
+    "connection_options": {
+        "server", "user", "password", "auto_bind", "authentication", "client_strategy",
+        "lazy", "receive_timeout", "sasl_mechanism", "sasl_credentials", "cred_store",
+        "pool_name", "pool_size", "pool_lifetime", "pool_keepalive",
+    },
+    "server_options": {"host", "port", "use_ssl", "get_info", "tls", "connect_timeout"},
+    "tls_options": {
+        "validate", "ca_certs_file", "local_certificate_file", "local_private_key_file",
+    },
+}  # fmt: skip
+_CREDENTIAL_ERRORS = (
+    lx.LDAPInvalidCredentialsResult,  # 49
+    lx.LDAPInappropriateAuthenticationResult,  # 48: slapd's answer for an entry without password
+    lx.LDAPPasswordIsMandatoryError,  # refused client-side: a DN without password would be
+    lx.LDAPUserNameIsMandatoryError,  # an unauthenticated (anonymous) bind
+)
+_DOWN_ERRORS = (
+    lx.LDAPCommunicationError,  # socket open/send/receive, session terminated by server...
+    lx.LDAPStartTLSError,  # StartTLS refused, or the handshake or certificate check failed
+    lx.LDAPCertificateError,
+    lx.LDAPUnavailableResult,  # answers that say "not this server, not now"
+    lx.LDAPBusyResult,
+    OSError,
+)
+
+
+class PooledConnection(ldap3.Connection):
+    """An ``ldap3.Connection`` that notes when its holder binds, rebinds or unbinds it.
+
+    Otherwise exactly its base class. The pool reads the note at checkin: a connection
+    whose identity may differ from the one it was lent under is not pooled again.
+    A failed bind counts too: it leaves the connection anonymous (RFC 4511).
+    """
+
+    _ldappool_identity_changed = False
+
+    def bind(self, read_server_info: bool = True, controls: Any = None) -> Any:
+        self._ldappool_identity_changed = True
+        return super().bind(read_server_info, controls)
+
+    def rebind(self, *args: Any, **kwargs: Any) -> Any:
+        self._ldappool_identity_changed = True
+        return super().rebind(*args, **kwargs)
+
+    def unbind(self, controls: Any = None) -> Any:
+        self._ldappool_identity_changed = True
+        return super().unbind(controls)
+
+
+class Ldap3Connection:
+    """One pooled ldap3 connection (the port's ``Connection``)."""
+
+    def __init__(self, native: PooledConnection, *, read_server_info: bool = False) -> None:
+        self._native = native
+        self._read_server_info = read_server_info
+        self._fd = -1
+        self._poll: Any = None  # a select.poll registered once per socket
+
+    def __repr__(self) -> str:
+        state = "closed" if self._native.closed else "open"
+        return f"<Ldap3Connection {self._native.server.name} {state}>"
+
+    @property
+    def native(self) -> PooledConnection:
+        """The ldap3 Connection lent to users."""
+        return self._native
+
+    def bind(self, who: str | None, cred: str | None) -> None:
+        """Simple bind, anonymous when both are empty; raises where ldap3 returns False.
+
+        ldap3 keeps the password on the Connection (for its reconnecting strategies) and
+        the bind request, password included, in ``request``: both are cleared.
+        """
+        native = self._native
+        native.user, native.password = who, cred
+        native.authentication = ldap3.ANONYMOUS if not who and not cred else ldap3.SIMPLE
+        ok = False
+        try:
+            ok = ldap3.Connection.bind(native, read_server_info=self._read_server_info) is True
+        finally:
+            native.password = native.request = None
+            native._ldappool_identity_changed = not ok
+        if not ok:
+            raise _result_error(native, "bind failed")
+
+    def looks_alive(self) -> bool:
+        """Zero-timeout poll of the socket: readable or hung up means closed or notified.
+
+        An idle LDAP connection never has anything to read: the server only writes to
+        it to close it (Notice of Disconnection, TLS close_notify, FIN). What OpenSSL
+        already read and decrypted is no longer on the socket: ``pending()``.
+        """
+        native, sock = self._native, self._native.socket
+        if native.closed or sock is None:
+            return False
+        try:
+            fd = sock.fileno()
+            if fd < 0 or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return False
+            if not hasattr(select, "poll"):  # Windows
+                readable, _, broken = select.select([sock], [], [sock], 0)
+                return not (readable or broken)
+            if fd != self._fd or self._poll is None:
+                self._poll = select.poll()
+                self._poll.register(fd, select.POLLIN | select.POLLPRI)
+                self._fd = fd
+            return not self._poll.poll(0)
+        except (OSError, ValueError):
+            return False
+
+    def ping(self) -> None:
+        """One WhoAmI round trip; raises if it fails.
+
+        Not ``extend.standard.who_am_i()``: it refuses client-side when the server info
+        read does not list WhoAmI, and returns None for anonymous and failure alike.
+        """
+        self._native.extended(_WHOAMI_OID)
+        result = self._native.result
+        if not isinstance(result, dict) or result.get("result") != 0:
+            raise _result_error(self._native, "WhoAmI failed")
+
+    def identity_changed(self) -> bool:
+        """True after a holder bind, rebind or unbind, or once the connection is closed."""
+        return self._native._ldappool_identity_changed or self._native.closed
+
+    def close(self) -> None:
+        """Unbind and release the socket; never raises, idempotent."""
+        self._poll = None
+        with contextlib.suppress(Exception):
+            ldap3.Connection.unbind(self._native)
+        if not self._native.closed:  # the unbind failed before ldap3 closed the socket
+            with contextlib.suppress(Exception):
+                self._native.strategy.close()
+
+    def abandon(self) -> None:
+        """Release the connection in a forked child without touching the parent's socket.
+
+        The fd is pointed at /dev/null first, which drops the child's reference to the
+        socket: a shutdown() (ldap3's close does one, and it would cut the parent's
+        connection too) or a TLS alert sent later goes nowhere. ldap3's lock is not
+        taken: a parent thread may have held it at fork() and does not exist here.
+        """
+        self._poll = None
+        native = self._native
+        try:
+            sock, native.socket = native.socket, None
+            native.closed, native.listening, native.bound = True, False, False
+            fd = sock.fileno() if sock is not None else -1
+            if fd >= 0:
+                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    os.dup2(null, fd, inheritable=False)
+                finally:
+                    os.close(null)
+                sock.close()
+        except Exception:  # noqa: S110 - must never raise
+            pass
+
+
+def _result_error(native: ldap3.Connection, what: str) -> Exception:
+    """What ldap3 raises for the last result with ``raise_exceptions=True``."""
+    res = native.result
+    if isinstance(res, dict) and res.get("result"):
+        # Builds the subclass for the result code: LDAPInvalidCredentialsResult for 49...
+        return lx.LDAPOperationResult(*(res.get(k) for k in _RESULT_KEYS))
+    return lx.LDAPBindError(f"{what}: {native.last_error or 'no result'}")
+
+
+def _is_timeout(error: BaseException) -> bool:
+    # ldap3 merges the socket's exception into its own, e.g. type("LDAPSocketReceiveError",
+    # (LDAPSocketReceiveError, TimeoutError), {}): isinstance works.
+    if isinstance(error, (TimeoutError, lx.LDAPResponseTimeoutError)):
+        return True
+    # Several addresses tried (::1 then 127.0.0.1): LDAPSocketOpenError(msg, [(exc, addr)])
+    tried = error.args[1] if isinstance(error, lx.LDAPSocketOpenError) and error.args[1:] else 0
+    if not isinstance(tried, list) or not tried:
+        return False
+    return all(isinstance(t, tuple) and isinstance(t[:1] and t[0], TimeoutError) for t in tried)
+
+
+def _checked_options(argument: str, value: object, target: Any) -> Mapping[str, Any]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{argument} must be a mapping, not {type(value).__name__}")
+    accepted = set(inspect.signature(target).parameters) - {"self"}
+    for key in value:
+        if key in _RESERVED[argument]:
+            raise ValueError(f"{argument}: {key!r} is set by ldappool, it cannot be overridden")
+        if key not in accepted:
+            raise ValueError(f"{argument}: {target.__qualname__} has no option {key!r}")
+    return MappingProxyType(dict(value))
+
+
+class Ldap3Driver:
+    """Opens ldap3 connections and interprets ldap3 exceptions.
+
+    ``get_info`` defaults to ``ldap3.NONE``: ldap3's default (SCHEMA) reads the schema
+    at every bind, ~10-20x the cost of a connect. ``connection_options``,
+    ``server_options`` and ``tls_options`` go to ``ldap3.Connection``, ``Server`` and
+    ``Tls`` (e.g. ``read_only``, ``mode=ldap3.IP_V4_ONLY``, ``ca_certs_path``); what the
+    manager's settings decide cannot be overridden. ``auto_referrals`` defaults to False,
+    as with python-ldap: ldap3 would chase with credentials the pool does not keep.
+    """
+
+    name = "ldap3"
+
+    def __init__(
+        self,
+        *,
+        get_info: str = ldap3.NONE,
+        connection_options: Mapping[str, Any] | None = None,
+        server_options: Mapping[str, Any] | None = None,
+        tls_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(get_info, str):
+            raise TypeError(f"get_info must be an ldap3 constant, not {type(get_info).__name__}")
+        if get_info not in _GET_INFO:
+            raise ValueError(f"get_info must be one of {', '.join(sorted(_GET_INFO))}")
+        self._get_info = get_info
+        self._connection_options = _checked_options(
+            "connection_options", connection_options, ldap3.Connection.__init__
+        )
+        self._server_options = _checked_options("server_options", server_options, ldap3.Server)
+        self._tls_options = _checked_options("tls_options", tls_options, ldap3.Tls)
+        try:  # ldap3 checks some values at construction: fail now rather than at connect
+            ldap3.Tls(**self._tls_options)
+            server = ldap3.Server("localhost", get_info=ldap3.NONE, **self._server_options)
+            PooledConnection(server, auto_bind=ldap3.AUTO_BIND_NONE, **self._connection_options)
+        except (lx.LDAPException, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid ldap3 options: {exc}") from exc
+
+    def __repr__(self) -> str:  # values may be secrets (local_private_key_password)
+        keys = sorted({*self._connection_options, *self._server_options, *self._tls_options})
+        return f"Ldap3Driver(get_info={self._get_info!r}, options={keys!r})"
+
+    @property
+    def get_info(self) -> str:
+        """What ldap3 reads from the server at each bind."""
+        return self._get_info
+
+    def connect(self, server: Server, settings: ConnectSettings) -> Ldap3Connection:
+        """Open the socket, and StartTLS if asked; do not bind."""
+        timeout = settings.timeout
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 or None, not {timeout!r}")
+        native = PooledConnection(
+            self._ldap3_server(server, settings),
+            auto_bind=ldap3.AUTO_BIND_NONE,
+            client_strategy=ldap3.SYNC,
+            **{"auto_referrals": False, **self._connection_options},
+        )
+        try:
+            # The socket timeout ldap3 sets for connect() stays on for the ldaps handshake.
+            native.open(read_server_info=False)
+            if timeout is not None:
+                native.socket.settimeout(timeout)  # every later send and receive
+                # For ldap3's own reopen (a holder's bind after unbind). Whole seconds:
+                # ldap3 packs it into SO_RCVTIMEO with "LL", a float raises struct.error.
+                native.receive_timeout = max(1, math.ceil(timeout))
+            starttls = settings.use_tls and server.scheme != "ldaps"
+            if starttls and native.start_tls(read_server_info=False) is not True:
+                raise lx.LDAPStartTLSError(f"StartTLS failed: {native.last_error}")
+        except BaseException:
+            Ldap3Connection(native).close()
+            raise
+        return Ldap3Connection(native, read_server_info=self._get_info != ldap3.NONE)
+
+    def classify(self, error: BaseException) -> ErrorKind:
+        """Say what an ldap3 (or socket) exception means to the pool.
+
+        TIMEOUT is a client-side socket timeout (connect, TLS handshake, send, receive);
+        timeLimitExceeded is the server answering in time, so OTHER. Certificate and
+        StartTLS failures are DOWN: another server may do better.
+        """
+        if isinstance(error, _CREDENTIAL_ERRORS):
+            return ErrorKind.CREDENTIALS
+        if _is_timeout(error):
+            return ErrorKind.TIMEOUT
+        if isinstance(error, _DOWN_ERRORS):
+            return ErrorKind.DOWN
+        return ErrorKind.OTHER
+
+    def _ldap3_server(self, server: Server, settings: ConnectSettings) -> ldap3.Server:
+        """One ldap3.Server per connection: ldap3 keeps per-socket state on it."""
+        common: dict[str, Any] = {
+            "get_info": cast(Any, self._get_info),
+            "connect_timeout": settings.timeout,
+            **self._server_options,
+        }
+        if server.scheme == "ldapi":
+            if not server.host:
+                raise ValueError(f"{server}: the ldap3 driver needs the ldapi socket path")
+            built = ldap3.Server("ldapi://" + quote(server.host, safe=""), **common)
+            built.host = server.host  # ldap3 would keep the "/" after "ldapi:/"
+            return built
+        host = server.host.strip("[]")  # ldap3 wants IPv6 literals bare
+        tls = server.scheme == "ldaps" or settings.use_tls
+        return ldap3.Server(
+            host,
+            port=server.port,
+            use_ssl=server.scheme == "ldaps",
+            tls=self._tls(host, settings.tls) if tls else None,
+            **common,
+        )
+
+    def _tls(self, host: str, tls: TLSSettings) -> ldap3.Tls:
+        """Verification on unless turned off (ldap3's default is CERT_NONE); SNI like libldap."""
+        return ldap3.Tls(
+            validate=ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE,
+            ca_certs_file=tls.ca_file,
+            local_certificate_file=tls.cert_file,
+            local_private_key_file=tls.key_file,
+            **{"sni": host, **self._tls_options},
+        )
