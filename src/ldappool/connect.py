@@ -73,6 +73,8 @@ class Connector:
                     conn = self._connect_and_bind(server, who, cred)
                 except Exception as exc:
                     kind = self.driver.classify(exc)
+                    if kind is ErrorKind.CREDENTIALS:
+                        self._count("invalid_credentials")
                     self._raise_if_final(kind, exc, server, who)
                     self._count("connect_errors")
                     log.debug("attempt %d on %s failed: %r", attempt, server, exc)

@@ -414,3 +414,17 @@ def test_held_warning_is_off_by_default(
     with cm.connection():
         clock.advance(1e6)
     assert "checked out for" not in caplog.text
+
+
+def test_invalid_credentials_are_counted_on_open_and_on_rebind(
+    make_cm: MakeCM, server: FakeServer
+) -> None:
+    cm = make_cm(size=1)
+    with pytest.raises(InvalidCredentialsError):
+        cm.connection("cn=alice", "wrong").__enter__()
+    assert cm.stats().invalid_credentials == 1
+    with cm.connection("cn=alice", "alice-pw"):
+        pass
+    with pytest.raises(InvalidCredentialsError):
+        cm.connection("cn=bob", "wrong").__enter__()
+    assert cm.stats().invalid_credentials == 2

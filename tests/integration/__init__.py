@@ -1,0 +1,1 @@
+"""Tests against a real OpenLDAP slapd on loopback."""
