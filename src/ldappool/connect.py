@@ -60,6 +60,22 @@ class Connector:
 
     def open(self, who: str | None, cred: str | None) -> tuple[Connection, Server]:
         """Connect and bind; raise InvalidCredentialsError, BackendError or ServerDownError."""
+        return self._run(lambda server: self._connect_and_bind(server, who, cred), who)
+
+    def reopen(self, conn: Connection, who: str | None, cred: str | None) -> Server:
+        """Give ``conn`` a new transport and bind it again, as :meth:`open` would."""
+
+        def attempt(server: Server) -> Connection:
+            conn.reconnect(server, self.settings)
+            conn.bind(who, cred)
+            return conn
+
+        return self._run(attempt, who)[1]
+
+    def _run(
+        self, attempt_on: Callable[[Server], Connection], who: str | None
+    ) -> tuple[Connection, Server]:
+        """Each server in failover order, each retried per policy, until one works."""
         last_error: BaseException | None = None
         last_kind = ErrorKind.DOWN
         last_server: Server | None = None
@@ -70,7 +86,7 @@ class Connector:
                 attempt += 1
                 attempts += 1
                 try:
-                    conn = self._connect_and_bind(server, who, cred)
+                    conn = attempt_on(server)
                 except Exception as exc:
                     kind = self.driver.classify(exc)
                     if kind is ErrorKind.CREDENTIALS:

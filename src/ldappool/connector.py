@@ -9,6 +9,7 @@ registry line (or an entry point in the ``ldappool.drivers`` group).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -87,6 +88,22 @@ class Connection(Protocol):
 
     def ping(self) -> None:
         """One cheap round trip (WhoAmI); raises if the connection is unusable."""
+
+    def reconnect(self, server: Server, settings: ConnectSettings) -> None:
+        """Give the same native object a new transport to ``server``, not bound yet.
+
+        The holder keeps the object it was lent; only what is under it is replaced
+        (the old transport is closed first). Raises the driver's exceptions.
+        """
+
+    def set_recovery(self, recover: Callable[[], None] | None) -> None:
+        """While lent: when an idempotent read loses the connection, call ``recover()``
+        once and run the read again (None while the connection is in the pool).
+
+        ``recover()`` reconnects and rebinds through :meth:`reconnect` and
+        :meth:`bind`, or raises; then the read's own exception is raised. Writes are
+        never replayed.
+        """
 
     def identity_changed(self) -> bool:
         """True if the holder re-bound or unbound the native connection.

@@ -13,6 +13,7 @@ import threading
 import traceback
 import weakref
 from collections import OrderedDict, deque
+from functools import partial
 
 import attrs
 
@@ -147,6 +148,8 @@ class Pool:
         except BaseException:
             self._release(slot, slot.detach(), failed_checkout=True)
             raise
+        assert slot.conn is not None
+        slot.conn.set_recovery(partial(self._recover, slot, who, cred))
         slot.checked_out_at = self._clock.monotonic()
         if self.warn_held_after is not None:
             slot.origin = "".join(traceback.format_stack(limit=10)[:-2])
@@ -244,6 +247,20 @@ class Pool:
         self._count("rebinds")
         return True
 
+    def _recover(self, slot: Slot, who: str | None, cred: str | None) -> None:
+        """Reconnect a lent connection under a read that lost it (holder's thread)."""
+        conn = slot.conn
+        assert conn is not None
+        lost_from = slot.server
+        server = self._connector.reopen(conn, who, cred)
+        now = self._clock.monotonic()
+        slot.server, slot.opened_at = server, now
+        slot.expires_at = self.lifetime.expires_at(now)
+        self._count("recovered")
+        log.info(
+            "slot %d: reconnected to %s after losing %s in use", slot.number, server, lost_from
+        )
+
     # -- checkin ---------------------------------------------------------------------
 
     def checkin(self, slot: Slot, error: BaseException | None) -> None:
@@ -258,6 +275,7 @@ class Pool:
             self._warn_overdue([slot])
             slot.origin = None
         if conn is not None:
+            conn.set_recovery(None)
             if error is not None and self._classify(error) in _LOST:
                 log.info(
                     "slot %d: connection to %s lost in use: %r", slot.number, slot.server, error

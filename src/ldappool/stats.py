@@ -27,6 +27,7 @@ class Stats:
     expired: int  #: connections recycled by the lifetime policy
     pings: int  #: WhoAmI pings before lending an idle connection
     lost: int  #: connections discarded after an error in use (connection loss, timeout)
+    recovered: int  #: lent connections reconnected under a read that lost its server
     connect_errors: int  #: failed connect/bind attempts (server down or timed out)
     failovers: int  #: times a server was given up for the next one
     invalid_credentials: int  #: binds refused for wrong DN or password

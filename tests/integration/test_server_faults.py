@@ -20,6 +20,7 @@ from tests.integration.harness import (
     ManagerFactory,
     ProxyFactory,
     Slapd,
+    describe,
     search,
     wait_until,
     whoami,
@@ -222,16 +223,16 @@ def test_wrong_password_on_rebind_makes_one_bind_and_frees_the_slot(
     assert slapd.client_identities() == [bob.dn]
 
 
-def test_connection_lost_in_the_block_is_discarded(
+def test_connection_lost_in_a_write_is_discarded(
     slapd: Slapd, make_manager: ManagerFactory, proxy_factory: ProxyFactory
 ) -> None:
     proxy = proxy_factory(slapd)
     cm = make_manager(proxy.uri, slapd.root_dn, slapd.root_pw, retry_max=1)
     with pytest.raises(Exception) as excinfo, cm.connection() as conn:
         assert proxy.cut() == 1
-        whoami(conn)
+        describe(conn, slapd.users["alice"].dn, "never replayed")
     assert not isinstance(excinfo.value, (AssertionError, LDAPPoolError))
-    assert (cm.stats().lost, len(cm)) == (1, 0)
+    assert (cm.stats().lost, cm.stats().recovered, len(cm)) == (1, 0, 0)
     wait_until(lambda: slapd.client_connections() == 0, message="cut connection closed")
     with cm.connection() as conn:
         assert whoami(conn) == slapd.root_dn
@@ -276,3 +277,19 @@ def test_silently_dropped_idle_connection_is_caught_by_the_ping(
     assert elapsed < 2 * timeout + SLACK, f"took {elapsed:.2f} s with timeout={timeout}"
     stats = cm.stats()
     assert (stats.pings, stats.stale, stats.failovers) == (1, 1, 1)
+
+
+def test_read_that_loses_its_connection_is_retried_transparently(
+    slapd: Slapd, make_manager: ManagerFactory, proxy_factory: ProxyFactory
+) -> None:
+    proxy = proxy_factory(slapd)
+    alice = slapd.users["alice"]
+    cm = make_manager(proxy.uri, alice.dn, alice.password)
+    with cm.connection() as conn:
+        assert whoami(conn) == alice.dn
+        assert proxy.cut() == 1
+        assert search(conn, alice.dn) == [alice.dn]  # on a new connection, same identity
+        assert whoami(conn) == alice.dn
+    stats = cm.stats()
+    assert (stats.recovered, stats.lost, len(cm)) == (1, 0, 1)
+    assert slapd.client_identities() == [alice.dn]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -52,7 +52,25 @@ class FakeNative:
         return self._conn.bound_as
 
     def search(self) -> str:
-        if self._conn.closed or self._conn.dropped:
+        """A read: retried once on a new connection if this one was lost."""
+        try:
+            return self._search()
+        except FakeDown as lost:
+            recover = self._conn.recover
+            if recover is None:
+                raise
+            try:
+                recover()
+            except Exception:
+                raise lost from None
+            return self._search()
+
+    def modify(self) -> str:
+        """A write: never retried."""
+        return self._search()
+
+    def _search(self) -> str:
+        if self._conn.closed or self._conn.dropped or not self._conn.server.up:
             raise FakeDown("connection lost")
         return "result"
 
@@ -73,6 +91,8 @@ class FakeConnection:
         self.dropped = False  # the server closed it
         self.changed = False
         self.pings = 0
+        self.recover: Callable[[], None] | None = None
+        self.driver: FakeDriver | None = None
         self._native = FakeNative(self)
 
     @property
@@ -100,6 +120,19 @@ class FakeConnection:
 
     def identity_changed(self) -> bool:
         return self.changed
+
+    def reconnect(self, server: Server, settings: ConnectSettings) -> None:
+        assert self.driver is not None
+        fresh = self.driver.connect(server, settings)
+        self.close()
+        self.server, self.uri = fresh.server, fresh.uri
+        self.closed = self.dropped = False
+        self.bound_as = None
+        fresh.abandoned = True  # its 'transport' now belongs to self
+        self.driver.connections.remove(fresh)
+
+    def set_recovery(self, recover: Callable[[], None] | None) -> None:
+        self.recover = recover
 
     def close(self) -> None:
         if not self.closed and not self.abandoned:
@@ -132,6 +165,7 @@ class FakeDriver:
         if fake.timeout:
             raise FakeTimeout(server.uri)
         conn = FakeConnection(fake, server.uri)
+        conn.driver = self
         with fake.lock:
             fake.live += 1
             fake.opened += 1

@@ -194,7 +194,7 @@ def test_connection_lost_in_block_is_discarded(make_cm: MakeCM, server: FakeServ
     with pytest.raises(FakeDown):
         with cm.connection() as conn:
             conn._conn.dropped = True
-            conn.search()
+            conn.modify()
     assert len(cm) == 0
     assert server.live == 0
     assert cm.stats().lost == 1
@@ -428,3 +428,60 @@ def test_invalid_credentials_are_counted_on_open_and_on_rebind(
     with pytest.raises(InvalidCredentialsError):
         cm.connection("cn=bob", "wrong").__enter__()
     assert cm.stats().invalid_credentials == 2
+
+
+def test_read_that_loses_its_connection_is_retried_on_a_new_one(
+    make_cm: MakeCM, driver: FakeDriver, server: FakeServer
+) -> None:
+    cm = make_cm()
+    with cm.connection() as conn:
+        conn._conn.dropped = True
+        assert conn.search() == "result"
+        assert conn.whoami == "cn=svc"  # rebound as the same identity
+    assert cm.stats().recovered == 1
+    assert server.live == 1
+    assert len(cm) == 1
+    with cm.connection() as again:
+        assert again is conn  # the recovered connection went back to the pool
+
+
+def test_read_recovery_fails_over_to_another_server(server: FakeServer, clock: FakeClock) -> None:
+    second = FakeServer(users={None: None})
+    driver = FakeDriver(a=server, b=second)
+    cm = ConnectionManager("ldap://a ldap://b", driver=driver, retry_max=1, clock=clock)
+    with cm.connection() as conn:
+        server.up = False
+        assert conn.search() == "result"
+    assert second.live == 1
+    assert "ldap://b" in str(cm)
+
+
+def test_read_recovery_failure_raises_the_original_error_and_discards(
+    make_cm: MakeCM, server: FakeServer
+) -> None:
+    cm = make_cm(retry_max=2)
+    with pytest.raises(FakeDown, match="connection lost"):
+        with cm.connection() as conn:
+            server.up = False
+            conn.search()
+    assert len(cm) == 0
+    assert cm.stats().lost == 1
+
+
+def test_writes_are_never_replayed(make_cm: MakeCM, server: FakeServer) -> None:
+    cm = make_cm()
+    with pytest.raises(FakeDown):
+        with cm.connection() as conn:
+            conn._conn.dropped = True
+            conn.modify()
+    assert cm.stats().recovered == 0
+    assert server.opened == 1
+
+
+def test_no_recovery_outside_the_block(make_cm: MakeCM) -> None:
+    cm = make_cm()
+    with cm.connection() as conn:
+        pass
+    conn._conn.dropped = True
+    with pytest.raises(FakeDown):
+        conn.search()  # a stray reference after checkin is not the pool's to mend

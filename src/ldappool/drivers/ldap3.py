@@ -15,7 +15,7 @@ import math
 import os
 import select
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, cast
 from urllib.parse import quote
@@ -69,6 +69,33 @@ class PooledConnection(ldap3.Connection):
     """
 
     _ldappool_identity_changed = False
+    _ldappool_recover: Callable[[], None] | None = None
+
+    # The reads retried once on a new connection while lent: search (and so paged
+    # searches, page by page), compare, and the WhoAmI extended operation.
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ldappool_read(ldap3.Connection.search, args, kwargs)
+
+    def compare(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ldappool_read(ldap3.Connection.compare, args, kwargs)
+
+    def extended(self, request_name: str, *args: Any, **kwargs: Any) -> Any:
+        if request_name != _WHOAMI_OID:
+            return ldap3.Connection.extended(self, request_name, *args, **kwargs)
+        return self._ldappool_read(ldap3.Connection.extended, (request_name, *args), kwargs)
+
+    def _ldappool_read(self, read: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return read(self, *args, **kwargs)
+        except lx.LDAPCommunicationError as lost:
+            recover = self._ldappool_recover
+            if recover is None or _is_timeout(lost):
+                raise  # a timed-out server may still be working on the request
+            try:
+                recover()
+            except Exception:
+                raise lost from None  # the read's own error, as without a pool
+            return read(self, *args, **kwargs)
 
     def bind(self, read_server_info: bool = True, controls: Any = None) -> Any:
         self._ldappool_identity_changed = True
@@ -86,8 +113,15 @@ class PooledConnection(ldap3.Connection):
 class Ldap3Connection:
     """One pooled ldap3 connection (the port's ``Connection``)."""
 
-    def __init__(self, native: PooledConnection, *, read_server_info: bool = False) -> None:
+    def __init__(
+        self,
+        native: PooledConnection,
+        *,
+        read_server_info: bool = False,
+        driver: Ldap3Driver | None = None,
+    ) -> None:
         self._native = native
+        self._driver = driver or Ldap3Driver()
         self._read_server_info = read_server_info
         self._fd = -1
         self._poll: Any = None  # a select.poll registered once per socket
@@ -150,10 +184,23 @@ class Ldap3Connection:
         Not ``extend.standard.who_am_i()``: it refuses client-side when the server info
         read does not list WhoAmI, and returns None for anonymous and failure alike.
         """
-        self._native.extended(_WHOAMI_OID)
+        ldap3.Connection.extended(self._native, _WHOAMI_OID)
         result = self._native.result
         if not isinstance(result, dict) or result.get("result") != 0:
             raise _result_error(self._native, "WhoAmI failed")
+
+    def reconnect(self, server: Server, settings: ConnectSettings) -> None:
+        """Close the socket and open a new one, to ``server``, under the same Connection."""
+        native = self._native
+        self._poll, self._fd = None, -1
+        with contextlib.suppress(Exception):
+            native.strategy.close()
+        native.server = self._driver._ldap3_server(server, settings)
+        self._driver._open(native, server, settings)
+
+    def set_recovery(self, recover: Callable[[], None] | None) -> None:
+        """Install (or, with None, remove) the pool's reconnect for lost reads."""
+        self._native._ldappool_recover = recover
 
     def identity_changed(self) -> bool:
         """True after a holder bind, rebind or unbind, or once the connection is closed."""
@@ -287,20 +334,25 @@ class Ldap3Driver:
             **{"auto_referrals": False, **self._connection_options},
         )
         try:
-            # The socket timeout ldap3 sets for connect() stays on for the ldaps handshake.
-            native.open(read_server_info=False)
-            if timeout is not None:
-                native.socket.settimeout(timeout)  # every later send and receive
-                # For ldap3's own reopen (a holder's bind after unbind). Whole seconds:
-                # ldap3 packs it into SO_RCVTIMEO with "LL", a float raises struct.error.
-                native.receive_timeout = max(1, math.ceil(timeout))
-            starttls = settings.use_tls and server.scheme != "ldaps"
-            if starttls and native.start_tls(read_server_info=False) is not True:
-                raise lx.LDAPStartTLSError(f"StartTLS failed: {native.last_error}")
+            self._open(native, server, settings)
         except BaseException:
-            Ldap3Connection(native).close()
+            Ldap3Connection(native, driver=self).close()
             raise
-        return Ldap3Connection(native, read_server_info=self._get_info != ldap3.NONE)
+        return Ldap3Connection(native, read_server_info=self._get_info != ldap3.NONE, driver=self)
+
+    def _open(self, native: PooledConnection, server: Server, settings: ConnectSettings) -> None:
+        """Open the socket with the timeouts, and StartTLS if asked."""
+        timeout = settings.timeout
+        # The socket timeout ldap3 sets for connect() stays on for the ldaps handshake.
+        native.open(read_server_info=False)
+        if timeout is not None:
+            native.socket.settimeout(timeout)  # every later send and receive
+            # For ldap3's own reopen (a holder's bind after unbind). Whole seconds:
+            # ldap3 packs it into SO_RCVTIMEO with "LL", a float raises struct.error.
+            native.receive_timeout = max(1, math.ceil(timeout))
+        starttls = settings.use_tls and server.scheme != "ldaps"
+        if starttls and native.start_tls(read_server_info=False) is not True:
+            raise lx.LDAPStartTLSError(f"StartTLS failed: {native.last_error}")
 
     def classify(self, error: BaseException) -> ErrorKind:
         """Say what an ldap3 (or socket) exception means to the pool.

@@ -13,7 +13,7 @@ import errno
 import os
 import select
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ldap
@@ -29,6 +29,8 @@ _STRANDED: list[object] = []
 _POLL_EVENTS = select.POLLIN | select.POLLPRI
 # Server answers that say "this server cannot serve now": retry later or elsewhere.
 _DOWN_ERRORS = (ldap.SERVER_DOWN, ldap.CONNECT_ERROR, ldap.UNAVAILABLE, ldap.BUSY)
+# What a read raises when its connection is gone: the pool may reconnect and retry it.
+_LOST_ERRORS = (ldap.SERVER_DOWN, ldap.UNAVAILABLE)
 # 48 is what slapd answers for an entry without a password: retrying cannot help.
 _CREDENTIAL_ERRORS = (ldap.INVALID_CREDENTIALS, ldap.INAPPROPRIATE_AUTH)
 
@@ -40,10 +42,37 @@ class PooledLDAPObject(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
     connection whose identity may differ from the one it was lent under is dropped.
     """
 
+    _ldappool_recover: Callable[[], None] | None = None
+
     def __init__(self, uri: str, **kwargs: Any) -> None:
         super().__init__(uri, **kwargs)
         self._ldappool_rebound = False
         self._ldappool_lost = False
+
+    # The synchronous reads, retried once on a new connection while lent: search_s,
+    # search_st, read_s, read_rootdse_s, read_subschemasubentry_s... all funnel into
+    # search_ext_s, compare_s into compare_ext_s. Asynchronous calls and writes are not.
+    def search_ext_s(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ldappool_read(_BASE.search_ext_s, args, kwargs)
+
+    def compare_ext_s(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ldappool_read(_BASE.compare_ext_s, args, kwargs)
+
+    def whoami_s(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ldappool_read(_BASE.whoami_s, args, kwargs)
+
+    def _ldappool_read(self, read: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return read(self, *args, **kwargs)
+        except _LOST_ERRORS as lost:
+            recover = self._ldappool_recover
+            if recover is None:
+                raise
+            try:
+                recover()
+            except Exception:
+                raise lost from None  # the read's own error, as without a pool
+            return read(self, *args, **kwargs)
 
     # simple_bind is the funnel of bind, bind_s and simple_bind_s;
     # sasl_interactive_bind_s the one of every sasl_*_bind_s but sasl_bind_s.
@@ -75,11 +104,17 @@ class PooledLDAPObject(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
             raise
 
 
+_BASE = ldap.ldapobject.SimpleLDAPObject
+
+
 class PythonLdapConnection:
     """One pooled python-ldap connection (the port's ``Connection``)."""
 
-    def __init__(self, native: PooledLDAPObject, uri: str) -> None:
+    def __init__(
+        self, native: PooledLDAPObject, uri: str, driver: PythonLdapDriver | None = None
+    ) -> None:
         self._native = native
+        self._driver = driver or PythonLdapDriver()
         self._uri = uri
         self._closed = False
         self._fd = -1  # the socket last seen; -1 before the first operation
@@ -127,7 +162,23 @@ class PythonLdapConnection:
 
     def ping(self) -> None:
         """One WhoAmI round trip."""
-        self._native.whoami_s()
+        _BASE.whoami_s(self._native)
+
+    def reconnect(self, server: Server, settings: ConnectSettings) -> None:
+        """Move a new libldap handle (``_l``) under the same LDAPObject.
+
+        The old handle is released with its last reference: libldap's unbind on a
+        connection that is already gone costs nothing.
+        """
+        fresh = self._driver.connect(server, settings)._native
+        native = self._native
+        native._l, native.timeout, native._uri = fresh._l, fresh.timeout, server.uri
+        native._ldappool_lost = False
+        self._uri, self._fd, self._poll, self._closed = server.uri, -1, None, False
+
+    def set_recovery(self, recover: Callable[[], None] | None) -> None:
+        """Install (or, with None, remove) the pool's reconnect for lost reads."""
+        self._native._ldappool_recover = recover
 
     def identity_changed(self) -> bool:
         """True after a holder bind, unbind or SERVER_DOWN: the identity is not the lent one."""
@@ -219,7 +270,7 @@ class PythonLdapDriver:
             with contextlib.suppress(Exception):  # the original error is what matters
                 native.unbind_ext()
             raise
-        return PythonLdapConnection(native, server.uri)
+        return PythonLdapConnection(native, server.uri, self)
 
     def _configure(self, native: Any, server: Server, settings: ConnectSettings) -> None:
         timeout = _NO_LIMIT if settings.timeout is None else settings.timeout

@@ -2,7 +2,7 @@
 
 from .certs import self_signed_certificate
 from .factories import ManagerFactory, ProxyFactory
-from .native import search, whoami
+from .native import describe, search, whoami
 from .proxy import FaultProxy, Mode
 from .slapd import CERTS_DIR, Slapd, SlapdNotInstalled, User, find_slapd
 from .waiting import WaitTimeout, wait_until
@@ -17,6 +17,7 @@ __all__ = [
     "SlapdNotInstalled",
     "User",
     "WaitTimeout",
+    "describe",
     "find_slapd",
     "search",
     "self_signed_certificate",

@@ -6,7 +6,7 @@ from typing import Any
 
 import ldap
 
-__all__ = ["search", "whoami"]
+__all__ = ["describe", "search", "whoami"]
 
 
 def _is_python_ldap(conn: Any) -> bool:
@@ -34,3 +34,15 @@ def whoami(conn: Any) -> str:
     """The DN the server says this connection is bound as ("" when anonymous)."""
     answer = conn.whoami_s() if _is_python_ldap(conn) else conn.extend.standard.who_am_i()
     return str(answer or "").removeprefix("dn:")
+
+
+def describe(conn: Any, dn: str, text: str) -> None:
+    """A write: replace the entry's description (never retried by the pool)."""
+    if _is_python_ldap(conn):
+        conn.modify_s(dn, [(ldap.MOD_REPLACE, "description", [text.encode()])])
+        return
+    import ldap3
+
+    conn.modify(dn, {"description": [(ldap3.MODIFY_REPLACE, [text])]})
+    if conn.result["result"] != 0:
+        raise RuntimeError(f"ldap3 modify failed: {conn.result}")
