@@ -32,8 +32,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check $(wildcard src tests bench examples)
+	$(BIN)/ruff format --check $(wildcard src tests bench examples)
 	$(BIN)/mypy --strict src
 
 unit: venv

@@ -111,6 +111,8 @@ class Pool:
         if self._waiters:
             waiter = self._waiters.popleft()
             self._counts["checkouts"] += 1
+            if slot.conn is not None and slot.identity == waiter.identity:
+                self._counts["reused"] += 1
             waiter.slot = slot
             waiter.event.set()
             return
@@ -135,7 +137,7 @@ class Pool:
                 raise PoolClosedError("this ConnectionManager is closed")
             slot = self._take(identity)
             if slot is None:
-                waiter = Waiter()
+                waiter = Waiter(identity)
                 self._waiters.append(waiter)
                 self._counts["waits"] += 1
                 if self.warn_held_after is not None:

@@ -87,9 +87,10 @@ class Slot:
 class Waiter:
     """A checkout queued on a full pool, served first come, first served."""
 
-    __slots__ = ("error", "event", "slot")
+    __slots__ = ("error", "event", "identity", "slot")
 
-    def __init__(self) -> None:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
         self.event = threading.Event()
         self.slot: Slot | None = None
         self.error: BaseException | None = None

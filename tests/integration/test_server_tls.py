@@ -68,3 +68,23 @@ def test_tls_settings_are_per_manager(slapd: Slapd, make_manager: ManagerFactory
         pass
     with trusting.connection() as conn:  # and the first one still trusts its CA
         assert whoami(conn) == slapd.root_dn
+
+
+def test_sockets_do_not_wait_for_delayed_acks(slapd: Slapd, make_manager: ManagerFactory) -> None:
+    """Small writes must not wait for delayed ACKs: without TCP_NODELAY (ldap3 writes
+    a request in pieces), each TLS round trip paid ~40 ms."""
+    import os
+    import socket
+
+    import ldap
+
+    cm = make_manager(
+        slapd.ldap_uri, slapd.root_dn, slapd.root_pw, use_tls=True, tls_ca_file=slapd.ca_file
+    )
+    with cm.connection() as conn:
+        if cm.driver.name == "ldap3":
+            sock = socket.socket(fileno=os.dup(conn.socket.fileno()))
+        else:
+            sock = socket.socket(fileno=os.dup(conn.get_option(ldap.OPT_DESC)))
+        with sock:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

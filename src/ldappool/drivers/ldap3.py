@@ -14,6 +14,7 @@ import inspect
 import math
 import os
 import select
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -345,6 +346,10 @@ class Ldap3Driver:
         timeout = settings.timeout
         # The socket timeout ldap3 sets for connect() stays on for the ldaps handshake.
         native.open(read_server_info=False)
+        if server.scheme != "ldapi":
+            # ldap3 writes a request in pieces: with Nagle's algorithm each small write
+            # waits for the server's delayed ACK, ~40 ms per TLS handshake or bind.
+            native.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if timeout is not None:
             native.socket.settimeout(timeout)  # every later send and receive
             # For ldap3's own reopen (a holder's bind after unbind). Whole seconds:
