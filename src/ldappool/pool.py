@@ -174,7 +174,16 @@ class Pool:
                 )
 
     def _wait(self, waiter: Waiter) -> Slot:
-        waiter.event.wait(self.pool_timeout)
+        try:
+            waiter.event.wait(self.pool_timeout)
+        except BaseException:  # KeyboardInterrupt...: leave the queue, lose no slot
+            with self._lock:
+                if waiter.slot is not None:
+                    self._counts["checkouts"] -= 1
+                    self._give(waiter.slot)
+                elif waiter.error is None:
+                    self._waiters.remove(waiter)
+            raise
         with self._lock:
             if waiter.slot is None and waiter.error is None:
                 self._waiters.remove(waiter)

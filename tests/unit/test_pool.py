@@ -485,3 +485,26 @@ def test_no_recovery_outside_the_block(make_cm: MakeCM) -> None:
     conn._conn.dropped = True
     with pytest.raises(FakeDown):
         conn.search()  # a stray reference after checkin is not the pool's to mend
+
+
+def test_interrupted_waiter_leaves_the_queue_without_losing_a_slot(make_cm: MakeCM) -> None:
+    cm = make_cm(size=1)
+    holder = cm.connection()
+    holder.__enter__()
+    pool = cm._pool
+    real_wait = threading.Event.wait
+
+    def interrupted(self: threading.Event, timeout: float | None = None) -> bool:
+        # the slot is handed over just as the wait is interrupted: a race to survive
+        holder.__exit__(None, None, None)
+        raise KeyboardInterrupt
+
+    threading.Event.wait = interrupted  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.checkout(cm._default, "cn=svc", "svc-secret")
+    finally:
+        threading.Event.wait = real_wait  # type: ignore[method-assign]
+    assert cm.stats().waiting == 0
+    with cm.connection() as conn:  # the slot came back
+        assert conn.search() == "result"
