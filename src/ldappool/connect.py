@@ -80,9 +80,13 @@ class Connector:
         last_kind = ErrorKind.DOWN
         last_server: Server | None = None
         attempts = 0
+        max_time = self.failover.max_time
+        deadline = None if max_time is None else self._clock.monotonic() + max_time
         for server in self.plan():
             attempt = 0
             while True:
+                if attempts and deadline is not None and self._clock.monotonic() >= deadline:
+                    break
                 attempt += 1
                 attempts += 1
                 try:
@@ -101,6 +105,8 @@ class Connector:
                     continue
                 self._quarantine.pop(server, None)
                 return conn, server
+            if not attempt:
+                break  # out of time before this server's turn
             if self.failover.cooldown > 0:
                 self._quarantine[server] = self._clock.monotonic() + self.failover.cooldown
             self._count("failovers")

@@ -171,3 +171,28 @@ def test_bind_failure_closes_the_new_connection(make_cm: MakeCM, server: FakeSer
             pass
     assert server.live == 0
     assert isinstance(FakeDown("x"), Exception)
+
+
+def test_failover_max_time_bounds_one_connection_attempt(
+    server: FakeServer, clock: FakeClock
+) -> None:
+    dead, spare = FakeServer(up=False), FakeServer(up=False)
+    driver = FakeDriver(dead=dead, spare=spare)
+    cm = ConnectionManager(
+        "ldap://dead ldap://spare",
+        driver=driver,
+        retry_max=10,
+        retry_delay=1.0,
+        failover=InOrder(max_time=2.5),
+        clock=clock,
+    )
+    start = clock.now
+    with pytest.raises(ServerDownError, match="3 attempt"):
+        cm.connection().__enter__()
+    assert driver.connect_calls == ["ldap://dead"] * 3
+    assert clock.now - start == 3.0  # the last backoff may overshoot; no attempt after it
+
+
+def test_failover_max_time_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_time"):
+        InOrder(max_time=0)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from ldappool._validate import non_negative
+from ldappool._validate import non_negative, positive_or_none
 from ldappool.connector import Server
 
 __all__ = ["FailoverPolicy", "InOrder", "RoundRobin"]
@@ -25,6 +25,10 @@ class FailoverPolicy:
 
     #: Seconds a failed server is moved to the end of the order (0: never).
     cooldown: float = attrs.field(default=5.0, validator=non_negative, kw_only=True)
+    #: Seconds one new connection may spend on all servers and attempts together;
+    #: checked before each attempt (an attempt itself is bounded by ``timeout``).
+    #: None: until every server has had its retries.
+    max_time: float | None = attrs.field(default=None, validator=positive_or_none, kw_only=True)
 
     def order(self, servers: Sequence[Server]) -> Sequence[Server]:
         """The servers in the order to try them for one new connection."""
