@@ -8,8 +8,14 @@ Modes (switch at any time, they apply to live connections too):
   upstream, never answer.
 
 :meth:`FaultProxy.cut` resets every live connection (RST to the client, close to the
-server). All threads are daemons, wake up at least every ``TICK`` seconds to notice
-:meth:`FaultProxy.close`, and are joined (bounded) when it runs.
+server). :meth:`FaultProxy.cut_on` arms a trap for the next requests of one LDAP
+operation: the connection carrying one is reset before the server sees the request
+(the request is lost), or once the server answers it (the answer is lost: the server
+did the work). All threads are daemons, wake up at least every ``TICK`` seconds to
+notice :meth:`FaultProxy.close`, and are joined (bounded) when it runs.
+
+:class:`SilentListener` is a port where TCP connects hang, like a host that is down
+behind a firewall dropping packets.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["FaultProxy", "Mode"]
+__all__ = ["FaultProxy", "Mode", "Op", "SilentListener", "request_ops"]
 
 TICK = 0.05
 CONNECT_TIMEOUT = 5.0
@@ -33,6 +39,51 @@ class Mode(enum.Enum):
     PASS = "pass"
     DELAY = "delay"
     BLACKHOLE = "blackhole"
+
+
+class Op(enum.IntEnum):
+    """LDAP request protocolOp tags (RFC 4511, BER application tags)."""
+
+    BIND = 0x60
+    UNBIND = 0x42
+    SEARCH = 0x63
+    MODIFY = 0x66
+    ADD = 0x68
+    DELETE = 0x4A
+    MODDN = 0x6C
+    COMPARE = 0x6E
+    ABANDON = 0x50
+    EXTENDED = 0x77
+
+
+def _ber_length(data: bytes, at: int) -> tuple[int, int]:
+    """(length, offset of the content) of the BER length octets at ``at``."""
+    first = data[at]
+    if first < 0x80:
+        return first, at + 1
+    count = first & 0x7F
+    return int.from_bytes(data[at + 1 : at + 1 + count], "big"), at + 1 + count
+
+
+def request_ops(data: bytes) -> list[int]:
+    """The protocolOp tag of each LDAP message that starts in ``data``.
+
+    A client sends each request in one write, so a chunk the proxy reads holds whole
+    messages; a truncated one at the end still yields its tag when it is there.
+    """
+    tags: list[int] = []
+    at = 0
+    try:
+        while at < len(data) and data[at] == 0x30:  # LDAPMessage ::= SEQUENCE
+            length, body = _ber_length(data, at + 1)
+            if data[body] != 0x02:  # messageID INTEGER
+                break
+            id_length, id_at = _ber_length(data, body + 1)
+            tags.append(data[id_at + id_length])
+            at = body + length
+    except IndexError:
+        pass
+    return tags
 
 
 def _reset(sock: socket.socket) -> None:
@@ -50,6 +101,8 @@ class _Pair:
         self.client = client
         self.upstream = upstream
         self.closed = threading.Event()
+        #: Reset this connection when the server's next answer arrives.
+        self.cut_on_answer = False
 
     def close(self, reset: bool = False) -> None:
         if self.closed.is_set():
@@ -80,6 +133,11 @@ class FaultProxy:
         self._listener.settimeout(TICK)
         self.port: int = self._listener.getsockname()[1]
         self.accepted = 0
+        #: Requests seen from clients, by protocolOp tag (see :class:`Op`).
+        self.requests: dict[int, int] = {}
+        #: Connections reset by :meth:`cut_on` traps.
+        self.trapped = 0
+        self._traps: dict[int, tuple[int, bool]] = {}
         self._spawn(self._accept_loop, "proxy-accept")
 
     @property
@@ -107,6 +165,36 @@ class FaultProxy:
         for pair in pairs:
             pair.close(reset=True)
         return len(pairs)
+
+    def cut_on(self, op: Op, count: int = 1, *, answered: bool = False) -> None:
+        """Arm a trap: the next ``count`` ``op`` requests each reset their connection.
+
+        ``answered=False``: the request is dropped, the server never sees it.
+        ``answered=True``: the request goes through and the connection is reset when
+        the server's answer arrives, which the client never gets (a write done, but
+        not known to be). ``count=0`` disarms.
+        """
+        with self._lock:
+            if count > 0:
+                self._traps[int(op)] = (count, answered)
+            else:
+                self._traps.pop(int(op), None)
+
+    def _trap(self, data: bytes) -> bool | None:
+        """Count the requests in ``data``; None, or how a trap armed for them fires."""
+        fired: bool | None = None
+        with self._lock:
+            for tag in request_ops(data):
+                self.requests[tag] = self.requests.get(tag, 0) + 1
+                count, answered = self._traps.get(tag, (0, False))
+                if count > 0 and fired is None:
+                    fired = answered
+                    self.trapped += 1
+                    if count > 1:
+                        self._traps[tag] = (count - 1, answered)
+                    else:
+                        del self._traps[tag]
+        return fired
 
     def live(self) -> int:
         with self._lock:
@@ -172,6 +260,15 @@ class FaultProxy:
                         if not data:
                             pair.close()
                             return
+                        if source is pair.client:
+                            fired = self._trap(data)
+                            if fired is False:  # drop the request with the connection
+                                pair.close(reset=True)
+                                return
+                            pair.cut_on_answer = pair.cut_on_answer or bool(fired)
+                        elif pair.cut_on_answer:  # the server answered: lose the answer
+                            pair.close(reset=True)
+                            return
                         self._forward(pair, data, key.data)
                 except (OSError, ValueError):  # a socket closed under us (cut/close)
                     pair.close()
@@ -189,3 +286,35 @@ class FaultProxy:
                     return
                 pair.closed.wait(min(TICK, max(0.0, deadline - time.monotonic())))
         dest.sendall(data)
+
+
+class SilentListener:
+    """A loopback port where TCP connects hang until the client gives up.
+
+    A listening socket that never accepts, its one-slot backlog filled by a connection
+    of its own: the kernel drops later SYNs (``tcp_abort_on_overflow`` is 0 by
+    default), as a firewall or a vanished host would. Nothing runs in the background.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+        self.port: int = self._listener.getsockname()[1]
+        self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=CONNECT_TIMEOUT)
+
+    @property
+    def uri(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"<SilentListener {self.uri}>"
+
+    def close(self) -> None:
+        for sock in (self._filler, self._listener):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def __enter__(self) -> SilentListener:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -32,7 +32,7 @@ import ldap.modlist
 
 from .waiting import wait_until
 
-__all__ = ["CERTS_DIR", "Slapd", "SlapdNotInstalled", "User", "find_slapd"]
+__all__ = ["CERTS_DIR", "ConfigExtras", "Slapd", "SlapdNotInstalled", "User", "find_slapd"]
 
 CERTS_DIR = Path(ldap.__file__).resolve().parent.parent / "slapdtest" / "certs"
 SCHEMA_DIRS = (Path("/etc/ldap/schema"), Path("/etc/openldap/schema"))
@@ -109,12 +109,12 @@ olcTLSCACertificateFile: {ca_file}
 olcTLSCertificateFile: {cert_file}
 olcTLSCertificateKeyFile: {key_file}
 olcTLSVerifyClient: never
-
+{global_extra}
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
 cn: module{{0}}
 {module_path}olcModuleLoad: {{0}}back_mdb
-
+{modules_extra}
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
 cn: schema
@@ -140,20 +140,40 @@ olcDbDirectory: {rundir}/data
 olcAccess: {{0}}to attrs=userPassword by sockurl.regex="^ldapi:" manage by self write
   by anonymous auth by * none
 olcAccess: {{1}}to * by sockurl.regex="^ldapi:" manage by users read by * none
-
+{database_extra}
 dn: olcDatabase={{2}}monitor,cn=config
 objectClass: olcDatabaseConfig
 olcDatabase: {{2}}monitor
 olcAccess: {{0}}to * by sockurl.regex="^ldapi:" read by dn.exact="{root_dn}" read
   by * none
-"""
+{entries_extra}"""
+
+
+@attrs.frozen
+class ConfigExtras:
+    """Additions to the generated cn=config, for servers with more than the basics.
+
+    Each is LDIF text, every line ending with a newline: ``global_attrs`` go into
+    ``cn=config`` (e.g. ``olcServerID``), ``modules`` are ``olcModuleLoad`` lines after
+    back_mdb, ``database_attrs`` go into the data (mdb) database entry (e.g.
+    ``olcSyncrepl``), and ``entries`` are whole entries appended last, each preceded
+    by a blank line (e.g. an overlay).
+    """
+
+    global_attrs: str = ""
+    modules: str = ""
+    database_attrs: str = ""
+    entries: str = ""
 
 
 class Slapd:
     """One slapd process and its data, kept across restarts until :meth:`stop`.
 
     Users ``alice``, ``bob`` and ``carol`` exist from the start, with passwords
-    ``<uid>-secret``; the root DN binds with :attr:`root_pw`.
+    ``<uid>-secret``; the root DN binds with :attr:`root_pw`. With ``seed=False`` the
+    database starts empty (a replica that gets those entries from its provider).
+
+    Subclasses add to the configuration by overriding :meth:`config_extras`.
     """
 
     suffix = "dc=ldappool,dc=test"
@@ -166,6 +186,7 @@ class Slapd:
         key_file: str | Path | None = None,
         ca_file: str | Path | None = None,
         loglevel: str = "none",
+        seed: bool = True,
     ) -> None:
         self._slapd, self._slapadd, self._schema_dir = find_slapd()
         self.cert_file = str(cert_file or CERTS_DIR / "server.pem")
@@ -173,6 +194,7 @@ class Slapd:
         #: The CA that signed the server's certificate: what a client must trust.
         self.ca_file = str(ca_file or CERTS_DIR / "ca.pem")
         self.loglevel = loglevel
+        self.seed = seed
         self.root_dn = f"cn=Manager,{self.suffix}"
         self.people_dn = f"ou=people,{self.suffix}"
         self.users: dict[str, User] = {}
@@ -181,6 +203,7 @@ class Slapd:
         self.ldaps_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._suspended = False
+        self._configured = False
         self._log_file: Path | None = None
 
     # -- addresses ---------------------------------------------------------------
@@ -216,13 +239,39 @@ class Slapd:
 
     # -- life cycle --------------------------------------------------------------
 
+    def allocate(self) -> None:
+        """Choose the run directory (hence the ldapi:// socket) and the ports, once.
+
+        :meth:`start` does it too; call it first when another server's configuration
+        must name this one (replication) before either starts.
+        """
+        if self.rundir is not None:
+            return
+        # A short path: a unix socket path must fit in 108 bytes.
+        self.rundir = Path(tempfile.mkdtemp(prefix="ldappool-slapd-"))
+        self._log_file = self.rundir / "slapd.log"
+        self.port, self.ldaps_port = free_port(), free_port()
+
+    def config_extras(self) -> ConfigExtras:
+        """What to add to the generated cn=config: nothing here; a hook for subclasses.
+
+        Called once, when the configuration is created (the first :meth:`start` after
+        :meth:`allocate`), so addresses from :meth:`allocate` are known.
+        """
+        return ConfigExtras()
+
     def start(self) -> None:
         """Create the configuration and data (first time only) and start the server."""
         if self.running:
             return
-        if self.rundir is None:
+        if not self._configured:
             self._setup()
         self._spawn()
+
+    def halt(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the process with ``sig`` (SIGKILL: a crash), keeping configuration and
+        data: :meth:`start` brings the same server back on the same ports."""
+        self._terminate(sig)
 
     def stop(self) -> None:
         """Stop the server and delete its data. Safe to call more than once."""
@@ -232,6 +281,7 @@ class Slapd:
             if self.rundir is not None:
                 shutil.rmtree(self.rundir, ignore_errors=True)
                 self.rundir = None
+            self._configured = False
 
     def restart(self) -> None:
         """Stop and start again: same ports, same data, every connection dropped."""
@@ -280,12 +330,11 @@ class Slapd:
         return self._log_file.read_text(errors="replace")
 
     def _setup(self) -> None:
-        # A short path: a unix socket path must fit in 108 bytes.
-        self.rundir = Path(tempfile.mkdtemp(prefix="ldappool-slapd-"))
+        self.allocate()
+        assert self.rundir is not None
         (self.rundir / "slapd.d").mkdir()
         (self.rundir / "data").mkdir()
-        self._log_file = self.rundir / "slapd.log"
-        self.port, self.ldaps_port = free_port(), free_port()
+        extras = self.config_extras()
         module_dir = next((d for d in MODULE_DIRS if (d / "back_mdb.la").exists()), None)
         config = _CONFIG.format(
             loglevel=self.loglevel,
@@ -297,6 +346,10 @@ class Slapd:
             suffix=self.suffix,
             root_dn=self.root_dn,
             root_pw=self.root_pw,
+            global_extra=extras.global_attrs,
+            modules_extra=extras.modules,
+            database_extra=extras.database_attrs,
+            entries_extra=extras.entries,
         )
         self._slapadd_run(["-n0"], config)
         for schema in ("core", "cosine", "inetorgperson"):
@@ -313,7 +366,9 @@ class Slapd:
                 f"sn: {uid}\nuserPassword: {user.password}\n"
             )
             self.users[uid] = user
-        self._slapadd_run(["-b", self.suffix], "\n".join(entries))
+        if self.seed:
+            self._slapadd_run(["-b", self.suffix], "\n".join(entries))
+        self._configured = True
 
     def _slapadd_run(self, args: list[str], ldif: str | None = None) -> None:
         assert self.rundir is not None
@@ -357,7 +412,7 @@ class Slapd:
             return False
         return True
 
-    def _terminate(self) -> None:
+    def _terminate(self, sig: int = signal.SIGTERM) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -365,7 +420,7 @@ class Slapd:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGCONT)
             self._suspended = False
-        proc.terminate()
+        proc.send_signal(sig)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
