@@ -101,7 +101,10 @@ class Connector:
                     last_error, last_kind, last_server = exc, kind, server
                     if not self.retry.should_retry(attempt, exc):
                         break
-                    self._clock.sleep(self.retry.backoff(attempt))
+                    pause = self.retry.backoff(attempt)
+                    if deadline is not None and self._clock.monotonic() + pause >= deadline:
+                        break  # no sleeping past max_time
+                    self._clock.sleep(pause)
                     continue
                 self._quarantine.pop(server, None)
                 return conn, server

@@ -1,7 +1,7 @@
 """Who a connection is bound as, without keeping the password.
 
 A pooled connection must only be lent to the identity it was bound as. The pool keeps
-the bind DN and a keyed BLAKE2b digest of the password: the key is random per process
+the bind DN and a keyed BLAKE2b digest of the password: the key is random per manager
 and never leaves memory, so the digest cannot be checked against guesses, and digests
 are compared in constant time.
 """

@@ -1,4 +1,4 @@
-"""ConnectionManager: the public face, with the seed's API.
+"""ConnectionManager: the public face, with the API of ldappool 3.x.
 
 It validates arguments, turns them into settings and policies, and delegates all
 pooling to :class:`~ldappool.pool.Pool`. Nothing here does I/O of its own.
@@ -28,7 +28,7 @@ __all__ = ["ConnectionManager"]
 class ConnectionManager:
     """A pool of bound LDAP connections to one or more servers.
 
-    See the README for every argument; each is checked here, so a bad value raises
+    Every argument is described in the usage guide; each is checked here, so a bad value raises
     ValueError or TypeError naming it now rather than at the first checkout.
     """
 
@@ -122,7 +122,7 @@ class ConnectionManager:
         """A context manager lending a bound connection: the driver's own object.
 
         ``bind`` and ``passwd`` default, each on its own, to the manager's (as in the
-        seed). The connection is returned to the pool when the block ends, unless the
+        ldappool 3.x). The connection is returned to the pool when the block ends, unless the
         block lost it (connection errors) or re-bound it.
         """
         if bind is None and passwd is None:

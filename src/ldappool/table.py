@@ -1,4 +1,4 @@
-"""``print(cm)``: the pool's slots as a table, in the seed's columns."""
+"""``print(cm)``: the pool's slots as a table, in the columns of ldappool 3.x."""
 
 from __future__ import annotations
 

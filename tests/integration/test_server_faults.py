@@ -167,6 +167,27 @@ def test_unresponsive_server_times_out_an_operation_in_the_block(
     assert (cm.stats().lost, len(cm)) == (1, 0)  # discarded, not pooled
 
 
+def test_timeout_caught_inside_the_block_still_discards_the_connection(
+    fresh_slapd: Slapd, make_manager: ManagerFactory
+) -> None:
+    """The timed-out request may still be running, its answer still to come."""
+    root_dn, root_pw = fresh_slapd.root_dn, fresh_slapd.root_pw
+    cm = make_manager(fresh_slapd.ldap_uri, root_dn, root_pw, timeout=0.5)
+    with cm.connection():
+        pass
+    fresh_slapd.suspend()
+    try:
+        with cm.connection() as conn:
+            with pytest.raises(Exception) as excinfo:
+                search(conn, fresh_slapd.suffix)
+            assert not isinstance(excinfo.value, AssertionError)
+    finally:
+        fresh_slapd.resume()
+    assert len(cm) == 0
+    with cm.connection() as conn:
+        assert whoami(conn) == root_dn
+
+
 def test_failover_past_a_dead_uri(slapd: Slapd, make_manager: ManagerFactory) -> None:
     dead = f"ldap://127.0.0.1:{free_port()}"
     cm = make_manager(

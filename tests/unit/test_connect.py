@@ -187,10 +187,12 @@ def test_failover_max_time_bounds_one_connection_attempt(
         clock=clock,
     )
     start = clock.now
-    with pytest.raises(ServerDownError, match="3 attempt"):
+    with pytest.raises(ServerDownError, match="4 attempt"):
         cm.connection().__enter__()
-    assert driver.connect_calls == ["ldap://dead"] * 3
-    assert clock.now - start == 3.0  # the last backoff may overshoot; no attempt after it
+    # t=0, 1, 2 on the first server; its next backoff would end past max_time, so the
+    # spare gets one attempt at t=2 and no sleep follows
+    assert driver.connect_calls == ["ldap://dead"] * 3 + ["ldap://spare"]
+    assert clock.now - start == 2.0
 
 
 def test_failover_max_time_is_validated() -> None:

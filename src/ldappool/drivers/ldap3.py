@@ -282,7 +282,7 @@ class Ldap3Driver:
     ``get_info`` defaults to ``ldap3.NONE``: ldap3's default (SCHEMA) reads the schema
     at every bind, ~10-20x the cost of a connect. ``connection_options``,
     ``server_options`` and ``tls_options`` go to ``ldap3.Connection``, ``Server`` and
-    ``Tls`` (e.g. ``read_only``, ``mode=ldap3.IP_V4_ONLY``, ``ca_certs_path``); what the
+    ``Tls`` (e.g. ``check_names``, ``mode=ldap3.IP_V4_ONLY``, ``ca_certs_path``); what the
     manager's settings decide cannot be overridden. ``auto_referrals`` defaults to False,
     as with python-ldap: ldap3 would chase with credentials the pool does not keep.
     """

@@ -97,9 +97,11 @@ class PooledLDAPObject(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
     def _ldap_call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         # Every call into libldap goes through here. After SERVER_DOWN the link is
         # dead, or (libldap's default-connection logic) reopened anonymously later.
+        # After a client-side TIMEOUT the request may still be running on the server,
+        # its answer still to come: the connection is not reused either.
         try:
             return super()._ldap_call(func, *args, **kwargs)
-        except ldap.SERVER_DOWN:
+        except (ldap.SERVER_DOWN, ldap.TIMEOUT):
             self._ldappool_lost = True
             raise
 

@@ -25,8 +25,8 @@ class FailoverPolicy:
 
     #: Seconds a failed server is moved to the end of the order (0: never).
     cooldown: float = attrs.field(default=5.0, validator=non_negative, kw_only=True)
-    #: Seconds one new connection may spend on all servers and attempts together;
-    #: checked before each attempt (an attempt itself is bounded by ``timeout``).
+    #: Seconds one new connection may spend on all servers and attempts together: no
+    #: attempt starts and no backoff sleeps past it (an attempt is bounded by ``timeout``).
     #: None: until every server has had its retries.
     max_time: float | None = attrs.field(default=None, validator=positive_or_none, kw_only=True)
 
@@ -37,7 +37,7 @@ class FailoverPolicy:
 
 @attrs.frozen
 class InOrder(FailoverPolicy):
-    """Always the first server first, as listed: the seed's behaviour.
+    """Always the first server first, as listed: as ldappool 3.x did.
 
     Once a failed first server is back (after its cooldown), new connections return to
     it, and the pool drifts back as connections are recycled.
