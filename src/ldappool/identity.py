@@ -16,21 +16,26 @@ __all__ = ["Identity", "IdentityHasher"]
 
 
 class Identity:
-    """A bind DN plus a keyed digest of its password; hashable, compared in constant time."""
+    """A bind DN plus a keyed digest of DN and password; compared in constant time.
 
-    __slots__ = ("_digest", "_hash", "dn")
+    ``key`` alone tells identities apart (the DN is in the digest too), so the pool
+    indexes idle connections by it: a bytes key hashes in C. Equal keys are then
+    confirmed with :func:`hmac.compare_digest`.
+    """
 
-    def __init__(self, dn: str | None, digest: bytes) -> None:
+    __slots__ = ("_hash", "dn", "key")
+
+    def __init__(self, dn: str | None, key: bytes) -> None:
         self.dn = dn
-        self._digest = digest
-        self._hash = hash((dn, digest))
+        self.key = key
+        self._hash = hash(key)
 
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
         if not isinstance(other, Identity):
             return NotImplemented
-        return self.dn == other.dn and hmac.compare_digest(self._digest, other._digest)
+        return self.dn == other.dn and hmac.compare_digest(self.key, other.key)
 
     def __hash__(self) -> int:
         return self._hash
@@ -44,7 +49,7 @@ class Identity:
 
 
 class IdentityHasher:
-    """Makes identities with a key drawn once per hasher."""
+    """Makes identities with a key drawn once per hasher (one per manager)."""
 
     __slots__ = ("_key",)
 
@@ -53,10 +58,11 @@ class IdentityHasher:
 
     def identity(self, dn: str | None, password: str | None) -> Identity:
         """The identity for a DN and password (None for an anonymous or unauthenticated bind)."""
-        if password is None:
-            digest = b""
-        else:
-            digest = hashlib.blake2b(
-                password.encode("utf-8", "surrogatepass"), key=self._key, digest_size=32
-            ).digest()
-        return Identity(dn, digest)
+        digest = hashlib.blake2b(key=self._key, digest_size=32)
+        for part in (dn, password):  # None and "" differ; the length prefix splits them
+            if part is None:
+                digest.update(b"\xff")
+            else:
+                data = part.encode("utf-8", "surrogatepass")
+                digest.update(len(data).to_bytes(8, "big") + data)
+        return Identity(dn, digest.digest())

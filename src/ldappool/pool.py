@@ -8,6 +8,7 @@ ping, unbind) runs after the lock is released, on a slot the calling thread owns
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import traceback
@@ -60,6 +61,7 @@ class Pool:
         self.reuse = reuse
         self._clock = clock
         self.warn_held_after = warn_held_after
+        self._quiet_for = _quiet_period(lifetime)
         self._lock = threading.Lock()
         self._closed = False
         self._counts = dict.fromkeys(_COUNTER_NAMES, 0)
@@ -73,19 +75,19 @@ class Pool:
         # Slots are made on first need, so a huge ``size`` costs nothing up front.
         self._slots: list[Slot] = []
         self._empty: list[Slot] = []
-        # identity -> idle slots, most recently used last; and all idle slots, LRU first.
-        self._idle: dict[Identity, OrderedDict[int, Slot]] = {}
+        # Idle slots by identity key, most recently used last (a LIFO keeps the working
+        # set small); and all idle slots, least recently used first (for rebinds).
+        # Buckets left empty stay until there are many of them: see _give.
+        self._idle: dict[bytes, list[Slot]] = {}
         self._idle_lru: OrderedDict[int, Slot] = OrderedDict()
         self._waiters: deque[Waiter] = deque()
 
     def _take(self, identity: Identity) -> Slot | None:
         """A slot for ``identity``: its own idle connection, an empty slot, or the
         least recently used idle connection of another identity (to rebind)."""
-        bucket = self._idle.get(identity)
+        bucket = self._idle.get(identity.key)
         if bucket:
-            _, slot = bucket.popitem()
-            if not bucket:
-                del self._idle[identity]
+            slot = bucket.pop()
             del self._idle_lru[slot.number]
             self._counts["reused"] += 1
         elif self._empty:
@@ -94,12 +96,8 @@ class Pool:
             slot = Slot(len(self._slots) + 1, self._generation)
             self._slots.append(slot)
         elif self._idle_lru:
-            _, slot = self._idle_lru.popitem(last=False)
-            assert slot.identity is not None
-            other = self._idle[slot.identity]
-            del other[slot.number]
-            if not other:
-                del self._idle[slot.identity]
+            slot = next(iter(self._idle_lru.values()))
+            self._unidle(slot)
         else:
             return None
         slot.in_use = True
@@ -120,8 +118,22 @@ class Pool:
         if slot.conn is None or slot.identity is None:
             self._empty.append(slot)
         else:
-            self._idle.setdefault(slot.identity, OrderedDict())[slot.number] = slot
+            bucket = self._idle.get(slot.identity.key)
+            if bucket is None:
+                if len(self._idle) > 2 * len(self._slots) + 8:  # many empty buckets
+                    self._idle = {key: slots for key, slots in self._idle.items() if slots}
+                bucket = self._idle[slot.identity.key] = []
+            bucket.append(slot)
             self._idle_lru[slot.number] = slot
+
+    def _unidle(self, slot: Slot) -> None:
+        """Take an idle slot out of both indexes, wherever it stands (not the hot path)."""
+        assert slot.identity is not None
+        del self._idle_lru[slot.number]
+        bucket = self._idle[slot.identity.key]
+        bucket.remove(slot)
+        if not bucket:
+            del self._idle[slot.identity.key]
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -152,8 +164,8 @@ class Pool:
             raise
         assert slot.conn is not None
         slot.conn.set_recovery(partial(self._recover, slot, who, cred))
-        slot.checked_out_at = self._clock.monotonic()
         if self.warn_held_after is not None:
+            slot.checked_out_at = self._clock.monotonic()
             slot.origin = "".join(traceback.format_stack(limit=10)[:-2])
         return slot
 
@@ -223,11 +235,15 @@ class Pool:
 
     def _unfit(self, slot: Slot, conn: Connection, now: float) -> str | None:
         """Why a pooled connection must not be lent (a counter name), or None."""
-        if now >= slot.expires_at or self.lifetime.too_idle(now - slot.last_used):
+        if now >= slot.expires_at:
+            return "expired"
+        idle = now - slot.last_used
+        consult = idle > self._quiet_for  # else the policy has nothing to say: skip it
+        if consult and self.lifetime.too_idle(idle):
             return "expired"
         if not conn.looks_alive():
             return "stale"
-        if self.lifetime.should_ping(now - slot.last_used):
+        if consult and self.lifetime.should_ping(idle):
             self._count("pings")
             try:
                 conn.ping()
@@ -344,11 +360,7 @@ class Pool:
                     slot.purge = True
                 else:
                     doomed.append(slot)
-                    del self._idle_lru[slot.number]
-                    bucket = self._idle[slot.identity]
-                    del bucket[slot.number]
-                    if not bucket:
-                        del self._idle[slot.identity]
+                    self._unidle(slot)
                     slot.in_use = True  # ours until closed
         for slot in doomed:
             self._release(slot, slot.detach())
@@ -401,6 +413,19 @@ class Pool:
                 **counts,
             )
         return occupied, stats
+
+
+def _quiet_period(lifetime: LifetimePolicy) -> float:
+    """Idle seconds below which the lifetime policy neither closes nor pings.
+
+    Lets the checkout skip two method calls on its hot path; a subclass that overrides
+    either method is always consulted.
+    """
+    kind = type(lifetime)
+    if (kind.too_idle, kind.should_ping) != (LifetimePolicy.too_idle, LifetimePolicy.should_ping):
+        return -math.inf
+    limits = [v for v in (lifetime.max_idle, lifetime.ping_after) if v is not None]
+    return min(limits, default=math.inf)
 
 
 _COUNTER_NAMES = tuple(

@@ -75,7 +75,10 @@ def test_identity_digest_is_keyed_per_hasher() -> None:
     assert one.identity("cn=a", "pw") == one.identity("cn=a", "pw")
     assert one.identity("cn=a", "pw") != one.identity("cn=a", "other")
     assert one.identity("cn=a", "pw") != one.identity("cn=b", "pw")
-    assert one.identity("cn=a", "pw")._digest != two.identity("cn=a", "pw")._digest
+    assert one.identity("cn=a", "pw").key != two.identity("cn=a", "pw").key
+    assert one.identity("cn=a", None) != one.identity("cn=a", "")
+    assert one.identity(None, "x") != one.identity("", "x")
+    assert one.identity("cn=a", "bc") != one.identity("cn=ab", "c")
     assert "pw" not in repr(one.identity("cn=a", "pw"))
     assert one.identity("cn=a", "pw").matches_dn("cn=a")
 

@@ -508,3 +508,17 @@ def test_interrupted_waiter_leaves_the_queue_without_losing_a_slot(make_cm: Make
     assert cm.stats().waiting == 0
     with cm.connection() as conn:  # the slot came back
         assert conn.search() == "result"
+
+
+def test_lifetime_subclass_is_consulted_on_every_checkout(
+    make_cm: MakeCM, driver: FakeDriver
+) -> None:
+    class PingAlways(LifetimePolicy):
+        def should_ping(self, idle: float) -> bool:
+            return True
+
+    cm = make_cm(lifetime=PingAlways())
+    for _ in range(3):
+        with cm.connection():
+            pass
+    assert driver.connections[0].pings == 2  # every reuse, however short the idle time

@@ -145,6 +145,13 @@ class PythonLdapConnection:
         """
         if self._closed or self._native._ldappool_lost:
             return False
+        if self._poll is not None:
+            # The socket seen at bind is still the one: libldap only replaces it after
+            # a failure, which raised SERVER_DOWN and marked the object lost.
+            try:
+                return not self._poll.poll(0)
+            except OSError:
+                return False
         try:
             fd = self._native.get_option(ldap.OPT_DESC)
         except Exception:
@@ -180,7 +187,8 @@ class PythonLdapConnection:
 
     def set_recovery(self, recover: Callable[[], None] | None) -> None:
         """Install (or, with None, remove) the pool's reconnect for lost reads."""
-        self._native._ldappool_recover = recover
+        # Straight into __dict__: SimpleLDAPObject.__setattr__ is a Python-level detour.
+        self._native.__dict__["_ldappool_recover"] = recover
 
     def identity_changed(self) -> bool:
         """True after a holder bind, unbind or SERVER_DOWN: the identity is not the lent one."""
