@@ -392,3 +392,44 @@ def test_write_is_never_replayed_and_its_connection_is_discarded(
     assert len(cm) == 0, "the connection that lost a write must be discarded"
     assert (cm.stats().lost, cm.stats().recovered) == (1, 0)
     wait_until(lambda: fresh_slapd.client_connections() == 0, message="lost connection closed")
+
+
+# -- paged searches ---------------------------------------------------------------------
+
+
+def test_a_later_page_of_a_paged_search_is_not_retried(
+    slapd: Slapd, make_manager: ManagerFactory, proxy_factory: ProxyFactory
+) -> None:
+    """A paging cookie means nothing on another connection: retrying the page would
+    only turn the lost connection into a protocol error."""
+    alice = slapd.users["alice"]
+    proxy = proxy_factory(slapd)
+    cm = make_manager(proxy.uri, alice.dn, alice.password)
+    with pytest.raises(Exception) as excinfo, cm.connection() as conn:
+        if cm.driver.name == "python-ldap":
+            from ldap.controls import SimplePagedResultsControl
+
+            page = SimplePagedResultsControl(True, size=1, cookie=b"")
+            msgid = conn.search_ext(
+                slapd.people_dn, ldap.SCOPE_ONELEVEL, "(uid=*)", ["uid"], serverctrls=[page]
+            )
+            _, _, _, answer = conn.result3(msgid)
+            page.cookie = answer[0].cookie
+            assert page.cookie
+            proxy.cut_on(Op.SEARCH)
+            conn.search_ext_s(
+                slapd.people_dn, ldap.SCOPE_ONELEVEL, "(uid=*)", ["uid"], serverctrls=[page]
+            )
+        else:
+            conn.search(slapd.people_dn, "(uid=*)", search_scope="LEVEL", paged_size=1)
+            cookie = conn.result["controls"]["1.2.840.113556.1.4.319"]["value"]["cookie"]
+            assert cookie
+            proxy.cut_on(Op.SEARCH)
+            conn.search(
+                slapd.people_dn, "(uid=*)", search_scope="LEVEL", paged_size=1, paged_cookie=cookie
+            )
+    assert (
+        cm.driver.classify(excinfo.value).name == "DOWN"
+    )  # the loss itself, not a protocol error
+    assert proxy.requests[Op.SEARCH] == 2  # page 1, and page 2 once
+    assert (cm.stats().recovered, len(cm)) == (0, 0)

@@ -29,6 +29,7 @@ from ldappool.connector import ConnectSettings, ErrorKind, Server, TLSSettings
 __all__ = ["Ldap3Connection", "Ldap3Driver", "PooledConnection"]
 
 _WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
+_PAGED_RESULTS = "1.2.840.113556.1.4.319"
 _RESULT_KEYS = ("result", "description", "dn", "message", "type")
 _GET_INFO = {ldap3.NONE, ldap3.DSA, ldap3.SCHEMA, ldap3.ALL} | {
     getattr(ldap3, name) for name in dir(ldap3) if name.startswith("OFFLINE_")
@@ -75,6 +76,8 @@ class PooledConnection(ldap3.Connection):
     # The reads retried once on a new connection while lent: search (and so paged
     # searches, page by page), compare, and the WhoAmI extended operation.
     def search(self, *args: Any, **kwargs: Any) -> Any:
+        if _continues_paging(args, kwargs):
+            return ldap3.Connection.search(self, *args, **kwargs)
         return self._ldappool_read(ldap3.Connection.search, args, kwargs)
 
     def compare(self, *args: Any, **kwargs: Any) -> Any:
@@ -239,6 +242,15 @@ class Ldap3Connection:
                 sock.close()
         except Exception:  # noqa: S110 - must never raise
             pass
+
+
+def _continues_paging(args: Any, kwargs: Any) -> bool:
+    """A page after the first: its cookie means nothing on another connection, so
+    such a search is not retried (the server would answer a protocol error). A paged
+    control passed by hand cannot be read cheaply: not retried either."""
+    cookie = args[12] if len(args) > 12 else kwargs.get("paged_cookie")
+    controls = args[9] if len(args) > 9 else kwargs.get("controls")
+    return bool(cookie) or any(c[0] == _PAGED_RESULTS for c in controls or ())
 
 
 def _result_error(native: ldap3.Connection, what: str) -> Exception:

@@ -53,6 +53,9 @@ class PooledLDAPObject(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
     # search_st, read_s, read_rootdse_s, read_subschemasubentry_s... all funnel into
     # search_ext_s, compare_s into compare_ext_s. Asynchronous calls and writes are not.
     def search_ext_s(self, *args: Any, **kwargs: Any) -> Any:
+        controls = args[5] if len(args) > 5 else kwargs.get("serverctrls")
+        if _continues_paging(controls):
+            return _BASE.search_ext_s(self, *args, **kwargs)
         return self._ldappool_read(_BASE.search_ext_s, args, kwargs)
 
     def compare_ext_s(self, *args: Any, **kwargs: Any) -> Any:
@@ -107,6 +110,16 @@ class PooledLDAPObject(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
 
 
 _BASE = ldap.ldapobject.SimpleLDAPObject
+_PAGED_RESULTS = "1.2.840.113556.1.4.319"
+
+
+def _continues_paging(controls: Any) -> bool:
+    """A page after the first: its cookie means nothing on another connection, so
+    such a search is not retried (the server would answer a protocol error)."""
+    return any(
+        getattr(c, "controlType", None) == _PAGED_RESULTS and getattr(c, "cookie", None)
+        for c in controls or ()
+    )
 
 
 class PythonLdapConnection:
