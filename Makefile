@@ -50,7 +50,7 @@ demo: sysdeps venv
 
 bench: sysdeps venv
 	$(BIN)/python -m pip install -q -e '.[bench]'
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 docs: venv
 	$(BIN)/python -m pip install -q -e '.[docs]'

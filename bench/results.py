@@ -1,0 +1,160 @@
+"""What the rounds measured, reduced to medians, and the targets of issue 5 checked on it.
+
+Every ratio is the median of per-round ratios: both sides of a ratio ran in the same
+worker process, taking turns, so each round's ratio is already cleared of the
+machine's drift; the median then drops the odd round out.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+DRIVERS = ("python-ldap", "ldap3")
+#: (StartTLS, threads, pool size), in table order.
+SCENARIOS: tuple[tuple[bool, int, int], ...] = (
+    (False, 1, 8),
+    (False, 8, 8),
+    (False, 32, 8),
+    (True, 1, 8),
+    (True, 8, 8),
+    (True, 32, 8),
+)
+#: Row order and labels.
+IMPLS = {
+    "prebound-python-ldap": "pre-bound python-ldap (the limit)",
+    "ours-python-ldap": "ldappool 4 python-ldap",
+    "old": "ldappool 3.0.0 (python-ldap)",
+    "fresh-python-ldap": "no pool, python-ldap",
+    "prebound-ldap3": "pre-bound ldap3 (the limit)",
+    "ours-ldap3": "ldappool 4 ldap3",
+    "fresh-ldap3": "no pool, ldap3",
+}
+MICRO_SIZES = (10, 100, 1000)
+
+
+def scenario_label(tls: bool, threads: int, size: int) -> str:
+    mode = "StartTLS" if tls else "plain"
+    return f"{mode}, 1 thread" if threads == 1 else f"{mode}, {threads} thr / size {size}"
+
+
+Cell = tuple[str, bool, int]  # implementation, StartTLS, threads
+
+
+class Measurements:
+    """The worker records of every round, queried by (implementation, tls, threads)."""
+
+    def __init__(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self._rates: dict[Cell, dict[int, float]] = {}
+        self._errors: dict[Cell, dict[str, int]] = {}
+        for rec in records:
+            cell = (rec["impl"], rec["tls"], rec["threads"])
+            if rec["seconds"] > 0:
+                self._rates.setdefault(cell, {})[rec["round"]] = rec["ops"] / rec["seconds"]
+            errors = self._errors.setdefault(cell, {})
+            for kind, count in rec["errors"].items():
+                errors[kind] = errors.get(kind, 0) + count
+
+    def rate(self, impl: str, tls: bool, threads: int) -> float | None:
+        """Median operations per second over the rounds."""
+        rates = self._rates.get((impl, tls, threads))
+        return statistics.median(rates.values()) if rates else None
+
+    def ratio(self, a: Cell, b: Cell) -> float | None:
+        """Median over the rounds of rate(a) / rate(b), paired round by round."""
+        ra, rb = self._rates.get(a, {}), self._rates.get(b, {})
+        pairs = [ra[r] / rb[r] for r in ra.keys() & rb.keys() if rb[r] > 0]
+        return statistics.median(pairs) if pairs else None
+
+    def errors(self, impl: str, tls: bool, threads: int) -> dict[str, int]:
+        return dict(self._errors.get((impl, tls, threads), {}))
+
+    def impls(self) -> list[str]:
+        present = {cell[0] for cell in self._rates}
+        return [impl for impl in IMPLS if impl in present]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target: a measured ratio against a limit; ``limit`` None is information only."""
+
+    name: str
+    value: float | None
+    limit: float | None = None
+    at_most: bool = False
+    note: str = ""
+
+    @property
+    def passed(self) -> bool | None:
+        if self.limit is None:
+            return None
+        if self.value is None:
+            return False
+        return self.value <= self.limit if self.at_most else self.value >= self.limit
+
+    def line(self) -> str:
+        status = {True: "PASS", False: "FAIL", None: "INFO"}[self.passed]
+        value = "not measured" if self.value is None else f"{self.value:.3f}"
+        bound = "" if self.limit is None else f" ({'<=' if self.at_most else '>='} {self.limit})"
+        note = f"; {self.note}" if self.note else ""
+        return f"{status}  {self.name}: {value}{bound}{note}"
+
+
+def _errors_note(found: Mapping[str, int]) -> str:
+    if not found:
+        return "0 errors"
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(found.items()))
+
+
+def checks(m: Measurements, micro: Mapping[int, float]) -> list[Check]:
+    """The targets of issue 5, in the order the docs list them."""
+    found: list[Check] = []
+    for driver, limit in (("python-ldap", 0.98), ("ldap3", 0.97)):
+        found.append(
+            Check(
+                f"pooled / pre-bound, {driver}, 1 thread, plain",
+                m.ratio((f"ours-{driver}", False, 1), (f"prebound-{driver}", False, 1)),
+                limit,
+            )
+        )
+    for driver in DRIVERS:
+        impl = f"ours-{driver}"
+        errors = m.errors(impl, False, 32)
+        ratio = m.ratio((impl, False, 32), (impl, False, 8))
+        found.append(
+            Check(
+                f"32 threads / 8 threads on size 8, {driver}, plain",
+                None if errors else ratio,
+                0.95,
+                note=_errors_note(errors),
+            )
+        )
+    small, large = MICRO_SIZES[0], MICRO_SIZES[-1]
+    found.append(
+        Check(
+            f"pool-only checkout + checkin, size {large} / size {small}",
+            micro[large] / micro[small] if micro else None,
+            1.2,
+            at_most=True,
+            note=f"{micro[small] / 1000:.2f} us vs {micro[large] / 1000:.2f} us" if micro else "",
+        )
+    )
+    for driver in DRIVERS:
+        found.append(
+            Check(
+                f"StartTLS pooled / fresh connection per operation, {driver}, 1 thread",
+                m.ratio((f"ours-{driver}", True, 1), (f"fresh-{driver}", True, 1)),
+                note="speed-up",
+            )
+        )
+    if m.rate("old", False, 8) is not None:
+        found.append(
+            Check(
+                "ldappool 3.0.0: 32 threads / 8 threads on size 8, plain",
+                m.ratio(("old", False, 32), ("old", False, 8)),
+                note=_errors_note(m.errors("old", False, 32)),
+            )
+        )
+    return found
