@@ -52,30 +52,39 @@ class PooledLDAPObject(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
     # The synchronous reads, retried once on a new connection while lent: search_s,
     # search_st, read_s, read_rootdse_s, read_subschemasubentry_s... all funnel into
     # search_ext_s, compare_s into compare_ext_s. Asynchronous calls and writes are not.
+    # Each read costs one try block when nothing goes wrong: the retry logic is only
+    # reached from the except clause.
     def search_ext_s(self, *args: Any, **kwargs: Any) -> Any:
-        controls = args[5] if len(args) > 5 else kwargs.get("serverctrls")
-        if _continues_paging(controls):
+        try:
             return _BASE.search_ext_s(self, *args, **kwargs)
-        return self._ldappool_read(_BASE.search_ext_s, args, kwargs)
+        except _LOST_ERRORS as lost:
+            controls = args[5] if len(args) > 5 else kwargs.get("serverctrls")
+            if _continues_paging(controls):
+                raise
+            return self._ldappool_retry(lost, _BASE.search_ext_s, args, kwargs)
 
     def compare_ext_s(self, *args: Any, **kwargs: Any) -> Any:
-        return self._ldappool_read(_BASE.compare_ext_s, args, kwargs)
+        try:
+            return _BASE.compare_ext_s(self, *args, **kwargs)
+        except _LOST_ERRORS as lost:
+            return self._ldappool_retry(lost, _BASE.compare_ext_s, args, kwargs)
 
     def whoami_s(self, *args: Any, **kwargs: Any) -> Any:
-        return self._ldappool_read(_BASE.whoami_s, args, kwargs)
-
-    def _ldappool_read(self, read: Any, args: Any, kwargs: Any) -> Any:
         try:
-            return read(self, *args, **kwargs)
+            return _BASE.whoami_s(self, *args, **kwargs)
         except _LOST_ERRORS as lost:
-            recover = self._ldappool_recover
-            if recover is None:
-                raise
-            try:
-                recover()
-            except Exception:
-                raise lost from None  # the read's own error, as without a pool
-            return read(self, *args, **kwargs)
+            return self._ldappool_retry(lost, _BASE.whoami_s, args, kwargs)
+
+    def _ldappool_retry(self, lost: Exception, read: Any, args: Any, kwargs: Any) -> Any:
+        """Reconnect through the pool and run ``read`` once more, or raise ``lost``."""
+        recover = self._ldappool_recover
+        if recover is None:
+            raise lost
+        try:
+            recover()
+        except Exception:
+            raise lost from None  # the read's own error, as without a pool
+        return read(self, *args, **kwargs)
 
     # simple_bind is the funnel of bind, bind_s and simple_bind_s;
     # sasl_interactive_bind_s the one of every sasl_*_bind_s but sasl_bind_s.
@@ -103,7 +112,7 @@ class PooledLDAPObject(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
         # After a client-side TIMEOUT the request may still be running on the server,
         # its answer still to come: the connection is not reused either.
         try:
-            return super()._ldap_call(func, *args, **kwargs)
+            return _BASE._ldap_call(self, func, *args, **kwargs)
         except (ldap.SERVER_DOWN, ldap.TIMEOUT):
             self._ldappool_lost = True
             raise
