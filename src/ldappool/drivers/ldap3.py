@@ -13,7 +13,6 @@ import contextlib
 import inspect
 import math
 import os
-import select
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -25,6 +24,7 @@ import ldap3
 from ldap3.core import exceptions as lx
 
 from ldappool.connector import ConnectSettings, ErrorKind, Server, TLSSettings
+from ldappool.drivers._liveness import SocketWatch
 
 __all__ = ["Ldap3Connection", "Ldap3Driver", "PooledConnection"]
 
@@ -128,7 +128,7 @@ class Ldap3Connection:
         self._driver = driver or Ldap3Driver()
         self._read_server_info = read_server_info
         self._fd = -1
-        self._poll: Any = None  # a select.poll registered once per socket
+        self._watching: SocketWatch | None = None  # made once per socket
 
     def __repr__(self) -> str:
         state = "closed" if self._native.closed else "open"
@@ -158,11 +158,10 @@ class Ldap3Connection:
             raise _result_error(native, "bind failed")
 
     def looks_alive(self) -> bool:
-        """Zero-timeout poll of the socket: readable or hung up means closed or notified.
+        """Whether the server has not closed the socket (see ``SocketWatch``): no I/O.
 
-        An idle LDAP connection never has anything to read: the server only writes to
-        it to close it (Notice of Disconnection, TLS close_notify, FIN). What OpenSSL
-        already read and decrypted is no longer on the socket: ``pending()``.
+        What OpenSSL already read and decrypted is no longer on the socket: an idle
+        connection with ``pending()`` bytes was written to, so it is not alive either.
         """
         native, sock = self._native, self._native.socket
         if native.closed or sock is None:
@@ -171,14 +170,9 @@ class Ldap3Connection:
             fd = sock.fileno()
             if fd < 0 or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 return False
-            if not hasattr(select, "poll"):  # Windows
-                readable, _, broken = select.select([sock], [], [sock], 0)
-                return not (readable or broken)
-            if fd != self._fd or self._poll is None:
-                self._poll = select.poll()
-                self._poll.register(fd, select.POLLIN | select.POLLPRI)
-                self._fd = fd
-            return not self._poll.poll(0)
+            if fd != self._fd or self._watching is None:
+                self._watching, self._fd = SocketWatch(sock), fd
+            return self._watching.alive()
         except (OSError, ValueError):
             return False
 
@@ -196,7 +190,7 @@ class Ldap3Connection:
     def reconnect(self, server: Server, settings: ConnectSettings) -> None:
         """Close the socket and open a new one, to ``server``, under the same Connection."""
         native = self._native
-        self._poll, self._fd = None, -1
+        self._watching, self._fd = None, -1
         with contextlib.suppress(Exception):
             native.strategy.close()
         native.server = self._driver._ldap3_server(server, settings)
@@ -212,7 +206,7 @@ class Ldap3Connection:
 
     def close(self) -> None:
         """Unbind and release the socket; never raises, idempotent."""
-        self._poll = None
+        self._watching = None
         with contextlib.suppress(Exception):
             ldap3.Connection.unbind(self._native)
         if not self._native.closed:  # the unbind failed before ldap3 closed the socket
@@ -227,7 +221,7 @@ class Ldap3Connection:
         connection too) or a TLS alert sent later goes nowhere. ldap3's lock is not
         taken: a parent thread may have held it at fork() and does not exist here.
         """
-        self._poll = None
+        self._watching = None
         native = self._native
         try:
             sock, native.socket = native.socket, None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import select
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,13 +19,13 @@ import ldap
 import ldap.ldapobject
 
 from ldappool.connector import ConnectSettings, ErrorKind, Server
+from ldappool.drivers._liveness import SocketWatch
 
 __all__ = ["PooledLDAPObject", "PythonLdapConnection", "PythonLdapDriver"]
 
 _NO_LIMIT = -1
 # Objects abandoned while a vanished thread was inside them: never to be freed.
 _STRANDED: list[object] = []
-_POLL_EVENTS = select.POLLIN | select.POLLPRI
 # Server answers that say "this server cannot serve now": retry later or elsewhere.
 _DOWN_ERRORS = (ldap.SERVER_DOWN, ldap.CONNECT_ERROR, ldap.UNAVAILABLE, ldap.BUSY)
 # What a read raises when its connection is gone: the pool may reconnect and retry it.
@@ -142,7 +141,7 @@ class PythonLdapConnection:
         self._uri = uri
         self._closed = False
         self._fd = -1  # the socket last seen; -1 before the first operation
-        self._poll: select.poll | None = None
+        self._watching: SocketWatch | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -160,20 +159,13 @@ class PythonLdapConnection:
         self._watch(self._native.get_option(ldap.OPT_DESC))
 
     def looks_alive(self) -> bool:
-        """Zero-timeout poll of the socket: readable or hung up means closed or notified.
-
-        An idle LDAP connection never has anything to read: the server only writes to
-        it to close it (Notice of Disconnection, TLS close_notify, FIN).
-        """
+        """Whether the server has not closed the socket (see ``SocketWatch``): no I/O."""
         if self._closed or self._native._ldappool_lost:
             return False
-        if self._poll is not None:
+        if self._watching is not None:
             # The socket seen at bind is still the one: libldap only replaces it after
             # a failure, which raised SERVER_DOWN and marked the object lost.
-            try:
-                return not self._poll.poll(0)
-            except OSError:
-                return False
+            return self._watching.alive()
         try:
             fd = self._native.get_option(ldap.OPT_DESC)
         except Exception:
@@ -183,13 +175,8 @@ class PythonLdapConnection:
             return self._fd < 0
         if self._fd >= 0 and fd != self._fd:
             return False  # reopened behind our back: no longer bound as lent
-        if self._poll is None:
-            self._watch(fd)
-        assert self._poll is not None
-        try:
-            return not self._poll.poll(0)
-        except OSError:
-            return False
+        self._watch(fd)
+        return self._watching is not None and self._watching.alive()
 
     def ping(self) -> None:
         """One WhoAmI round trip."""
@@ -205,7 +192,8 @@ class PythonLdapConnection:
         native = self._native
         native._l, native.timeout, native._uri = fresh._l, fresh.timeout, server.uri
         native._ldappool_lost = False
-        self._uri, self._fd, self._poll, self._closed = server.uri, -1, None, False
+        self._unwatch()
+        self._uri, self._fd, self._closed = server.uri, -1, False
 
     def set_recovery(self, recover: Callable[[], None] | None) -> None:
         """Install (or, with None, remove) the pool's reconnect for lost reads."""
@@ -221,9 +209,9 @@ class PythonLdapConnection:
         if self._closed:
             return
         self._closed = True
-        self._poll = None
         with contextlib.suppress(Exception):  # closing is best effort by contract
             self._native.unbind_ext_s()
+        self._unwatch()  # last: the watch's dup would keep the TCP connection open
 
     def abandon(self) -> None:
         """Release the connection in a forked child without touching the parent's socket.
@@ -239,7 +227,7 @@ class PythonLdapConnection:
         if self._closed:
             return
         self._closed = True
-        self._poll = None
+        self._unwatch()  # closes only this process's copy of the dup
         native = self._native
         try:
             lock = native._ldap_object_lock._lock
@@ -261,11 +249,17 @@ class PythonLdapConnection:
             pass
 
     def _watch(self, fd: object) -> None:
-        if not isinstance(fd, int) or fd < 0 or (fd == self._fd and self._poll is not None):
+        if not isinstance(fd, int) or fd < 0 or (fd == self._fd and self._watching is not None):
             return
-        poller = select.poll()
-        poller.register(fd, _POLL_EVENTS)
-        self._fd, self._poll = fd, poller
+        self._unwatch()
+        with contextlib.suppress(OSError):
+            self._watching = SocketWatch.for_fd(fd)
+        self._fd = fd
+
+    def _unwatch(self) -> None:
+        watching, self._watching = self._watching, None
+        if watching is not None:
+            watching.close()
 
 
 def _blackhole(fd: int) -> None:
