@@ -37,7 +37,7 @@ class Connector:
         retry: RetryPolicy,
         failover: FailoverPolicy,
         clock: Clock,
-        count: Callable[[str], None],
+        count: Callable[[str], None] | None = None,
     ) -> None:
         self.driver = driver
         self.servers = tuple(servers)
@@ -45,7 +45,8 @@ class Connector:
         self.retry = retry
         self.failover = failover
         self._clock = clock
-        self._count = count
+        #: Counts outcomes by name; the pool that uses this connector installs its own.
+        self.count: Callable[[str], None] = count or (lambda _name: None)
         # server -> monotonic time until which it is quarantined (see FailoverPolicy).
         self._quarantine: dict[Server, float] = {}
 
@@ -94,9 +95,9 @@ class Connector:
                 except Exception as exc:
                     kind = self.driver.classify(exc)
                     if kind is ErrorKind.CREDENTIALS:
-                        self._count("invalid_credentials")
+                        self.count("invalid_credentials")
                     self._raise_if_final(kind, exc, server, who)
-                    self._count("connect_errors")
+                    self.count("connect_errors")
                     log.debug("attempt %d on %s failed: %r", attempt, server, exc)
                     last_error, last_kind, last_server = exc, kind, server
                     if not self.retry.should_retry(attempt, exc):
@@ -112,7 +113,7 @@ class Connector:
                 break  # out of time before this server's turn
             if self.failover.cooldown > 0:
                 self._quarantine[server] = self._clock.monotonic() + self.failover.cooldown
-            self._count("failovers")
+            self.count("failovers")
             log.warning("giving up on %s after %d attempt(s): %r", server, attempt, last_error)
         error_class = BackendTimeoutError if last_kind is ErrorKind.TIMEOUT else ServerDownError
         tried = ", ".join(str(s) for s in self.servers)

@@ -96,10 +96,7 @@ class ConnectionManager:
         self._default = self._hasher.identity(self._bind, self._passwd)
         self._clock = clock
         settings = ConnectSettings(timeout=self.timeout, use_tls=self.use_tls, tls=tls)
-        self._pool: Pool  # set last, so that a half-built manager has no pool to leak
-        connector = Connector(
-            self.driver, servers, settings, retry, failover, clock, self._count_connector
-        )
+        connector = Connector(self.driver, servers, settings, retry, failover, clock)
         self._pool = Pool(
             connector,
             size=self.size,
@@ -109,9 +106,6 @@ class ConnectionManager:
             clock=clock,
             warn_held_after=held,
         )
-
-    def _count_connector(self, name: str) -> None:
-        self._pool._count(name)
 
     @property
     def bind(self) -> str | None:

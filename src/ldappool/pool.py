@@ -54,6 +54,7 @@ class Pool:
         warn_held_after: float | None = None,
     ) -> None:
         self._connector = connector
+        connector.count = self._count  # its outcomes land in this pool's stats
         self._classify = connector.driver.classify
         self.size = size
         self.lifetime = lifetime
