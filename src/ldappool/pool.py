@@ -1,4 +1,4 @@
-"""The pool core: slots, identities, first-come-first-served waiters, lifetime.
+"""The pool core: slots, identities, waiters, lifetime.
 
 Pure Python, driver-agnostic. State changes happen under one lock and are cheap
 (dict and deque operations); every I/O the pool decides on (connect, bind, poll,
@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import threading
+import time
 import traceback
 import weakref
 from collections import OrderedDict, deque
@@ -52,6 +53,7 @@ class Pool:
         reuse: bool,
         clock: Clock,
         warn_held_after: float | None = None,
+        handoff_after: float = 0.05,
     ) -> None:
         self._connector = connector
         connector.count = self._count  # its outcomes land in this pool's stats
@@ -62,6 +64,8 @@ class Pool:
         self.reuse = reuse
         self._clock = clock
         self.warn_held_after = warn_held_after
+        #: Seconds a waiter may be passed over before slots are handed to it: see _give.
+        self.handoff_after = handoff_after
         self._quiet_for = _quiet_period(lifetime)
         self._lock = threading.Lock()
         self._closed = False
@@ -81,7 +85,8 @@ class Pool:
         # Buckets left empty stay until there are many of them: see _give.
         self._idle: dict[bytes, list[Slot]] = {}
         self._idle_lru: OrderedDict[int, Slot] = OrderedDict()
-        self._waiters: deque[Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()  # oldest first
+        self._woken: Waiter | None = None  # told to look, not yet looked
 
     def _take(self, identity: Identity) -> Slot | None:
         """A slot for ``identity``: its own idle connection, an empty slot, or the
@@ -106,15 +111,26 @@ class Pool:
         return slot
 
     def _give(self, slot: Slot) -> None:
-        """Hand a slot to the oldest waiter, or make it available."""
-        if self._waiters:
-            waiter = self._waiters.popleft()
+        """Make a slot available and wake the oldest waiter to take it, or hand it
+        straight to the oldest waiter once that one has waited ``handoff_after``.
+
+        Handing every slot over would be fair, but under the GIL it makes every
+        checkin a thread switch: with 32 threads on 8 connections, throughput fell
+        by a third. Waking instead lets a thread that is already running (often the
+        one checking in) take the slot first; the woken waiter, if it finds nothing,
+        keeps its place at the head of the queue. At most one waiter is woken at a
+        time, so a burst of checkins does not wake a herd.
+        """
+        waiters = self._waiters
+        if waiters and self._clock.monotonic() - waiters[0].since >= self.handoff_after:
+            waiter = waiters.popleft()
             self._counts["checkouts"] += 1
             if slot.conn is not None and slot.identity == waiter.identity:
                 self._counts["reused"] += 1
             waiter.slot = slot
-            waiter.event.set()
+            waiter.wake()
             return
+        self._wake_next()
         slot.in_use = False
         if slot.conn is None or slot.identity is None:
             self._empty.append(slot)
@@ -127,6 +143,13 @@ class Pool:
             bucket.append(slot)
             self._idle_lru[slot.number] = slot
 
+    def _wake_next(self) -> None:
+        """Wake the oldest waiter, unless one is already on its way."""
+        if self._waiters and self._woken is None:
+            waiter = self._woken = self._waiters.popleft()
+            waiter.woken = True
+            waiter.wake()
+
     def _unidle(self, slot: Slot) -> None:
         """Take an idle slot out of both indexes, wherever it stands (not the hot path)."""
         assert slot.identity is not None
@@ -135,6 +158,10 @@ class Pool:
         bucket.remove(slot)
         if not bucket:
             del self._idle[slot.identity.key]
+
+    def _available(self) -> bool:
+        """Whether _take would find something (lock held)."""
+        return bool(self._idle_lru or self._empty or len(self._slots) < self.size)
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -150,7 +177,7 @@ class Pool:
                 raise PoolClosedError("this ConnectionManager is closed")
             slot = self._take(identity)
             if slot is None:
-                waiter = Waiter(identity)
+                waiter = Waiter(identity, self._clock.monotonic())
                 self._waiters.append(waiter)
                 self._counts["waits"] += 1
                 if self.warn_held_after is not None:
@@ -187,28 +214,68 @@ class Pool:
                 )
 
     def _wait(self, waiter: Waiter) -> Slot:
+        """Sleep until a slot is handed over, or woken, until one is found or time is up."""
+        timeout = self.pool_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            waiter.event.wait(self.pool_timeout)
+            while True:
+                woken = waiter.wait(timeout)
+                if waiter.slot is not None:  # handed over: set before the wake-up
+                    return waiter.slot
+                with self._lock:
+                    slot = self._look(waiter, timed_out=not woken)
+                if slot is not None:
+                    return slot
+                if deadline is not None:
+                    timeout = deadline - time.monotonic()
         except BaseException:  # KeyboardInterrupt...: leave the queue, lose no slot
             with self._lock:
-                if waiter.slot is not None:
-                    self._counts["checkouts"] -= 1
-                    self._give(waiter.slot)
-                elif waiter.error is None:
-                    self._waiters.remove(waiter)
+                self._leave(waiter)
             raise
-        with self._lock:
-            if waiter.slot is None and waiter.error is None:
-                self._waiters.remove(waiter)
-                self._counts["wait_timeouts"] += 1
-                raise MaxConnectionReachedError(
-                    f"all {self.size} connections stayed in use for pool_timeout="
-                    f"{self.pool_timeout}s; raise size or pool_timeout"
-                )
+
+    def _look(self, waiter: Waiter, *, timed_out: bool) -> Slot | None:
+        """After a wake-up (or time out): a slot, or None to sleep again (lock held)."""
+        if waiter.slot is not None:
+            return waiter.slot
         if waiter.error is not None:
             raise waiter.error
-        assert waiter.slot is not None
-        return waiter.slot
+        if waiter.woken:
+            waiter.woken = False
+            self._woken = None
+            if self._closed:
+                raise PoolClosedError("this ConnectionManager was closed")
+            slot = self._take(waiter.identity)
+            if slot is not None:
+                if self._available():
+                    self._wake_next()  # several slots came back at once
+                return slot
+            if not timed_out:  # another thread was quicker: back to the head of the queue
+                self._waiters.appendleft(waiter)
+                return None
+        if timed_out:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            self._counts["wait_timeouts"] += 1
+            raise MaxConnectionReachedError(
+                f"all {self.size} connections stayed in use for pool_timeout="
+                f"{self.pool_timeout}s; raise size or pool_timeout"
+            )
+        return None  # a stale wake-up: still queued
+
+    def _leave(self, waiter: Waiter) -> None:
+        """Take an interrupted waiter out, passing on whatever it was given (lock held)."""
+        slot = waiter.slot
+        if slot is not None:
+            waiter.slot = None
+            self._counts["checkouts"] -= 1
+            self._give(slot)
+        elif waiter.woken:
+            waiter.woken = False
+            self._woken = None
+            if self._available():
+                self._wake_next()  # pass the wake-up on
+        elif waiter in self._waiters:
+            self._waiters.remove(waiter)
 
     def _prepare(self, slot: Slot, identity: Identity, who: str | None, cred: str | None) -> None:
         """Make the slot's connection usable for ``identity`` (I/O, outside the lock)."""
@@ -373,7 +440,7 @@ class Pool:
             self._closed = True
             for waiter in self._waiters:
                 waiter.error = PoolClosedError("this ConnectionManager was closed")
-                waiter.event.set()
+                waiter.wake()
             self._waiters.clear()
             idle = list(self._idle_lru.values())
             self._idle.clear()
@@ -410,7 +477,7 @@ class Pool:
                 connections=sum(1 for s in self._slots if s.conn is not None or s.in_use),
                 in_use=sum(1 for s in self._slots if s.in_use),
                 idle=len(self._idle_lru),
-                waiting=len(self._waiters),
+                waiting=len(self._waiters) + (self._woken is not None),
                 **counts,
             )
         return occupied, stats

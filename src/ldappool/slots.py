@@ -85,12 +85,33 @@ class Slot:
 
 
 class Waiter:
-    """A checkout queued on a full pool, served first come, first served."""
+    """A checkout queued on a full pool.
 
-    __slots__ = ("error", "event", "identity", "slot")
+    Waiters are woken oldest first. A woken waiter that finds the pool empty again (a
+    thread arriving meanwhile took the connection) goes back to the head of the queue,
+    keeping its age; once it has waited ``Pool.handoff_after`` seconds, connections
+    coming back are handed to it directly. See ``Pool._give``.
+    """
 
-    def __init__(self, identity: Identity) -> None:
+    __slots__ = ("_lock", "error", "identity", "since", "slot", "woken")
+
+    def __init__(self, identity: Identity, since: float) -> None:
         self.identity = identity
-        self.event = threading.Event()
+        self.since = since
+        # A bare lock, taken now and released by wake(): the cheapest blocking handoff
+        # (a futex), where an Event would add a Condition and a second lock per wait.
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        #: Handed to this waiter directly: it need not look for one.
         self.slot: Slot | None = None
+        #: Told to look for an idle slot (the pool removed it from the queue).
+        self.woken = False
         self.error: BaseException | None = None
+
+    def wake(self) -> None:
+        """Let the waiting thread go; the pool calls it once per dequeue, under its lock."""
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until woken or ``timeout`` seconds pass; True if woken. Re-arms itself."""
+        return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))

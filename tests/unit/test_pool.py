@@ -15,6 +15,7 @@ from ldappool import (
     MaxConnectionReachedError,
     PoolClosedError,
 )
+from ldappool.slots import Waiter
 from tests.unit.fakes import FakeClock, FakeDown, FakeDriver, FakeNoSuchObject, FakeServer
 
 MakeCM = Callable[..., ConnectionManager]
@@ -87,6 +88,31 @@ def test_full_pool_waits_first_come_first_served(make_cm: MakeCM) -> None:
         t.join(10)
     assert served == [0, 1, 2, 3]
     assert cm.stats().waits == 4
+
+
+def test_waiter_passed_over_for_long_gets_the_next_connection_handed_over(
+    make_cm: MakeCM, clock: FakeClock
+) -> None:
+    cm = make_cm(size=1)
+    served: list[str] = []
+    holder = cm.connection()
+    holder.__enter__()
+
+    def wait_turn() -> None:
+        with cm.connection():
+            served.append("waiter")
+
+    waiter = threading.Thread(target=wait_turn)
+    waiter.start()
+    wait_until(lambda: cm.stats().waiting == 1)
+    clock.advance(2 * cm._pool.handoff_after)
+    # Returned and asked for again at once by a running thread, which could take it
+    # first while the waiter is young: not once the waiter has waited handoff_after.
+    holder.__exit__(None, None, None)
+    with cm.connection():
+        served.append("returner")
+    waiter.join(10)
+    assert served == ["waiter", "returner"]
 
 
 def test_full_pool_raises_after_pool_timeout(make_cm: MakeCM) -> None:
@@ -492,19 +518,19 @@ def test_interrupted_waiter_leaves_the_queue_without_losing_a_slot(make_cm: Make
     holder = cm.connection()
     holder.__enter__()
     pool = cm._pool
-    real_wait = threading.Event.wait
+    real_wait = Waiter.wait
 
-    def interrupted(self: threading.Event, timeout: float | None = None) -> bool:
+    def interrupted(self: Waiter, timeout: float | None = None) -> bool:
         # the slot is handed over just as the wait is interrupted: a race to survive
         holder.__exit__(None, None, None)
         raise KeyboardInterrupt
 
-    threading.Event.wait = interrupted  # type: ignore[method-assign]
+    Waiter.wait = interrupted  # type: ignore[method-assign]
     try:
         with pytest.raises(KeyboardInterrupt):
             pool.checkout(cm._default, "cn=svc", "svc-secret")
     finally:
-        threading.Event.wait = real_wait  # type: ignore[method-assign]
+        Waiter.wait = real_wait  # type: ignore[method-assign]
     assert cm.stats().waiting == 0
     with cm.connection() as conn:  # the slot came back
         assert conn.search() == "result"
