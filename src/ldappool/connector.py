@@ -81,9 +81,10 @@ class Connection(Protocol):
         """Simple bind (anonymous when both are None). Keeps no copy of ``cred``."""
 
     def looks_alive(self) -> bool:
-        """False if the server has closed or written to this idle connection.
+        """False if the server has closed (or reset) this idle connection.
 
-        Must not do a round trip: a zero-timeout poll of the socket is the model.
+        Must not do a round trip: a zero-timeout poll of the socket is the model. It
+        runs at every checkout: one system call at most.
         """
 
     def ping(self) -> None:
@@ -97,12 +98,13 @@ class Connection(Protocol):
         """
 
     def set_recovery(self, recover: Callable[[], None] | None) -> None:
-        """While lent: when an idempotent read loses the connection, call ``recover()``
-        once and run the read again (None while the connection is in the pool).
+        """When an idempotent read loses the connection, call ``recover()`` once and
+        run the read again.
 
-        ``recover()`` reconnects and rebinds through :meth:`reconnect` and
-        :meth:`bind`, or raises; then the read's own exception is raised. Writes are
-        never replayed.
+        The pool installs it once, when it opens the connection. ``recover()``
+        reconnects and rebinds through :meth:`reconnect` and :meth:`bind`, or raises
+        (it always does while the connection is not lent); then the read's own
+        exception is raised. Writes are never replayed.
         """
 
     def identity_changed(self) -> bool:

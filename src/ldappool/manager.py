@@ -6,7 +6,6 @@ pooling to :class:`~ldappool.pool.Pool`. Nothing here does I/O of its own.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from ldappool._validate import check_bool, check_int, check_number, check_optional_str
@@ -14,10 +13,10 @@ from ldappool.clock import Clock, SystemClock
 from ldappool.connect import Connector
 from ldappool.connector import ConnectSettings, Driver, TLSSettings
 from ldappool.drivers import resolve
-from ldappool.identity import Identity, IdentityHasher
+from ldappool.identity import IdentityHasher
+from ldappool.lease import Lease
 from ldappool.policies import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy
 from ldappool.pool import Pool
-from ldappool.slots import Slot
 from ldappool.stats import Stats
 from ldappool.table import render
 from ldappool.uris import parse_uris
@@ -164,41 +163,6 @@ class ConnectionManager:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class Lease:
-    """One checkout: ``with cm.connection() as conn``. Single use."""
-
-    __slots__ = ("_cred", "_identity", "_pool", "_slot", "_who")
-
-    def __init__(self, pool: Pool, identity: Identity, who: str | None, cred: str | None) -> None:
-        self._pool = pool
-        self._identity = identity
-        self._who = who
-        self._cred = cred
-        self._slot: Slot | None = None
-
-    def __enter__(self) -> Any:
-        if self._slot is not None:
-            raise RuntimeError("a connection() context can be entered only once")
-        slot = self._pool.checkout(self._identity, self._who, self._cred)
-        self._slot = slot
-        self._cred = None  # the password is not kept beyond the bind
-        assert slot.conn is not None
-        return slot.conn.native
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        slot, self._slot = self._slot, None
-        if slot is not None:
-            self._pool.checkin(slot, exc)
-
-    def __repr__(self) -> str:
-        return f"<Lease bind={self._who!r}>"
 
 
 def _timeout(value: object) -> float | None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import threading
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ldappool.connector import Connection, Server
 from ldappool.identity import Identity
+
+if TYPE_CHECKING:
+    from ldappool.lease import Lease
 
 __all__ = ["Slot", "SlotView", "Waiter"]
 
@@ -35,10 +39,13 @@ class Slot:
         "checked_out_at",
         "conn",
         "expires_at",
+        "fit_until",
         "generation",
         "identity",
         "in_use",
         "last_used",
+        "lease",
+        "native",
         "number",
         "opened_at",
         "origin",
@@ -50,11 +57,18 @@ class Slot:
         self.number = number
         self.generation = generation
         self.conn: Connection | None = None
+        #: ``conn.native``, read once per connection rather than once per checkout.
+        self.native: Any = None
         self.identity: Identity | None = None
         self.server: Server | None = None
         self.opened_at = 0.0
         self.expires_at = 0.0
         self.last_used = 0.0
+        #: Until then, the connection may be lent again without asking the lifetime
+        #: policy: min(expiry, last use + the policy's quiet period). See Pool.checkout.
+        self.fit_until = -math.inf
+        #: The checkout holding it: its credentials serve the read recovery.
+        self.lease: Lease | None = None
         self.checked_out_at = 0.0
         #: Where the holder checked it out, when ``warn_held_after`` is set.
         self.origin: str | None = None
@@ -78,6 +92,8 @@ class Slot:
     def detach(self) -> Connection | None:
         """Empty the slot, returning the connection it held (to close outside the lock)."""
         conn, self.conn = self.conn, None
+        self.native = None
+        self.fit_until = -math.inf
         self.identity = None
         self.server = None
         self.purge = False

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,6 +24,7 @@ from ldap3.core.exceptions import communication_exception_factory  # noqa: E402
 from ldappool.connector import ConnectSettings, ErrorKind, Server, TLSSettings  # noqa: E402
 from ldappool.drivers import resolve  # noqa: E402
 from ldappool.drivers.ldap3 import Ldap3Connection, Ldap3Driver, PooledConnection  # noqa: E402
+from tests.unit.polling import eventually  # noqa: E402
 
 ALICE, ALICE_PW = "cn=alice,o=test", "alice-pw"
 # Generous, not a benchmark: without a timeout these calls would never return.
@@ -66,15 +68,6 @@ def listener() -> Iterator[socket.socket]:
 
 def port_of(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
-
-
-def eventually(condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + BOUND
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def accept(listener: socket.socket) -> socket.socket:
@@ -387,18 +380,18 @@ def test_timeouts_apply_to_each_operation(listener: socket.socket) -> None:
     assert not conn.looks_alive() and conn.identity_changed()
 
 
-def test_looks_alive_until_the_server_writes_or_closes(listener: socket.socket) -> None:
+def test_looks_alive_until_the_server_closes_or_resets(listener: socket.socket) -> None:
     driver = Ldap3Driver()
     first = driver.connect(server(port=port_of(listener)), ConnectSettings(timeout=2))
     second = driver.connect(server(port=port_of(listener)), ConnectSettings(timeout=2))
     peer1, peer2 = accept(listener), accept(listener)
     assert first.looks_alive() and second.looks_alive()
-    assert first.looks_alive()  # the cached poll object, again
+    assert first.looks_alive()  # the cached probe, again
     peer1.close()
-    peer2.sendall(b"\x30\x00")
+    peer2.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer2.close()
     assert eventually(lambda: not first.looks_alive())
     assert eventually(lambda: not second.looks_alive())
-    peer2.close()
 
 
 def test_close_unbinds_and_closes(listener: socket.socket) -> None:

@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import ssl
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from ldappool.drivers.python_ldap import (  # noqa: E402
     PythonLdapConnection,
     PythonLdapDriver,
 )
+from tests.unit.polling import eventually  # noqa: E402
 
 CERTS = Path(slapdtest.__file__).parent / "certs"
 # Never reached: connect() is lazy unless StartTLS is asked.
@@ -351,15 +353,16 @@ def test_wrong_password_raises_invalid_credentials(
     assert PythonLdapDriver().classify(caught.value) is ErrorKind.CREDENTIALS
 
 
-def test_looks_alive_false_when_the_server_writes(
+def test_looks_alive_false_when_the_connection_is_reset(
     wire: tuple[PythonLdapConnection, socket.socket],
 ) -> None:
     conn, peer = wire
     peer.sendall(bind_response(1))
     conn.bind(None, None)
     assert conn.looks_alive()
-    peer.sendall(b"\x30")  # e.g. the start of a Notice of Disconnection
-    assert not conn.looks_alive()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()  # RST, as from a load balancer's idle timeout
+    assert eventually(lambda: not conn.looks_alive())
 
 
 def test_looks_alive_false_when_the_server_closes(

@@ -1,24 +1,17 @@
-"""SocketWatch: a server that closed or wrote to an idle connection, seen without I/O."""
+"""SocketWatch: a server that closed or reset an idle connection, seen without I/O."""
 
 from __future__ import annotations
 
 import os
 import socket
-import time
-from collections.abc import Callable, Iterator
+import struct
+import sys
+from collections.abc import Iterator
 
 import pytest
 
 from ldappool.drivers._liveness import SocketWatch
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
+from tests.unit.polling import eventually
 
 
 @pytest.fixture
@@ -30,27 +23,51 @@ def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield client, server
 
 
-def test_tcp_peer_writing_is_noticed(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
-    client, server = tcp_pair
-    watch = SocketWatch(client)
-    assert watch.alive()
-    server.sendall(b"\x30\x00")  # e.g. a Notice of Disconnection
-    assert eventually(lambda: not watch.alive())
-    client.recv(2)
-    assert watch.alive()  # read by the client: nothing left waiting
-
-
 def test_tcp_peer_closing_is_noticed(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
     client, server = tcp_pair
     watch = SocketWatch(client)
+    assert watch.alive()
+    server.close()  # FIN
+    assert eventually(lambda: not watch.alive())
+
+
+def test_tcp_peer_reset_is_noticed(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = tcp_pair
+    watch = SocketWatch(client)
+    # What a load balancer does on idle timeout: RST, no FIN. Nothing is left to read.
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     server.close()
     assert eventually(lambda: not watch.alive())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP state: Linux only")
+def test_tcp_peer_writing_without_closing_is_still_alive(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, server = tcp_pair
+    watch = SocketWatch(client)
+    server.sendall(b"\x30\x00")
+    assert client.recv(2, socket.MSG_PEEK) == b"\x30\x00"  # arrived, unread
+    assert watch.alive()  # the TCP state says open: an LDAP server closes after writing
+    server.close()
+    assert eventually(lambda: not watch.alive())
+
+
+def test_closed_watch_says_dead(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, _ = tcp_pair
+    watch = SocketWatch(client)
+    watch.close()
+    assert not watch.alive()
 
 
 def test_unix_socket_falls_back_to_poll() -> None:
     left, right = socket.socketpair()
     with left, right:
         watch = SocketWatch(left)
+        assert watch.alive()
+        right.sendall(b"\x30")  # poll: readable counts as closed
+        assert not watch.alive()
+        left.recv(1)
         assert watch.alive()
         right.close()
         assert eventually(lambda: not watch.alive())

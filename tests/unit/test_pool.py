@@ -15,6 +15,7 @@ from ldappool import (
     MaxConnectionReachedError,
     PoolClosedError,
 )
+from ldappool.lease import Lease
 from ldappool.slots import Waiter
 from tests.unit.fakes import FakeClock, FakeDown, FakeDriver, FakeNoSuchObject, FakeServer
 
@@ -528,7 +529,7 @@ def test_interrupted_waiter_leaves_the_queue_without_losing_a_slot(make_cm: Make
     Waiter.wait = interrupted  # type: ignore[method-assign]
     try:
         with pytest.raises(KeyboardInterrupt):
-            pool.checkout(cm._default, "cn=svc", "svc-secret")
+            pool.checkout(Lease(pool, cm._default, "cn=svc", "svc-secret"))
     finally:
         Waiter.wait = real_wait  # type: ignore[method-assign]
     assert cm.stats().waiting == 0

@@ -22,10 +22,10 @@ def _fraction(_inst: object, attribute: attrs.Attribute[float], value: object) -
 class LifetimePolicy:
     """Recycle old connections, and ping the ones that sat idle long.
 
-    Every checkout already polls the socket (free), which catches a server that closed
-    the connection. A connection idle longer than ``ping_after`` is also pinged
-    (WhoAmI, one round trip) before it is lent, for what a poll cannot see: a peer that
-    vanished without closing (a firewall dropping idle flows, a host gone).
+    Every checkout already looks at the socket (no round trip), which catches a server
+    that closed the connection. A connection idle longer than ``ping_after`` is also
+    pinged (WhoAmI, one round trip) before it is lent, for what the socket cannot tell:
+    a peer that vanished without closing (a firewall dropping idle flows, a host gone).
     """
 
     #: Seconds a connection may live, from its connect (``max_lifetime``); None: forever.
