@@ -78,7 +78,8 @@ class Pool:
         self._quiet_for = _quiet_period(lifetime)
         self._lock = threading.Lock()
         self._closed = False
-        #: Whether the short paths apply: pooling on, not closed, no held-too-long watch.
+        #: Whether checkouts may use the short checkin (``Slot.keep``): pooling on, not
+        #: closed, no held-too-long watch.
         self._fast = reuse and warn_held_after is None
         self._counts = dict.fromkeys(_COUNTER_NAMES, 0)
         self._reuses = 0  # short-path checkouts: counted as checkouts and as reused
@@ -185,7 +186,7 @@ class Pool:
     def checkout(self, lease: Lease) -> Slot:
         """A slot whose connection is live and bound as the lease's identity."""
         with self._lock:
-            bucket = self._idle.get(lease.identity.key) if self._fast else None
+            bucket = self._idle.get(lease.identity.key)
             if bucket:
                 slot = bucket.pop()
                 del self._idle_lru[slot.number]
@@ -193,14 +194,16 @@ class Pool:
                 self._reuses += 1
             else:
                 slot = None
-        if slot is not None:
-            # Used recently enough that the lifetime policy has nothing to say: only
-            # the socket needs a look.
-            conn = slot.conn
-            assert conn is not None
-            if self._now() < slot.fit_until and conn.looks_alive():
-                slot.lease = lease
-                return slot
+        # Used recently enough that the lifetime policy has nothing to say: only the
+        # socket needs a look.
+        if (
+            slot is not None
+            and slot.keep
+            and self._now() < slot.fit_until
+            and slot.conn.looks_alive()  # type: ignore[union-attr]
+        ):
+            slot.lease = lease
+            return slot
         return self._checkout(lease, slot)
 
     def _checkout(self, lease: Lease, slot: Slot | None) -> Slot:
@@ -227,6 +230,7 @@ class Pool:
             self._release(slot, slot.detach(), failed_checkout=True)
             raise
         slot.lease = lease
+        slot.keep = self._fast
         if self.warn_held_after is not None:
             slot.checked_out_at = self._now()
             # Without this frame, checkout's and Lease.__enter__'s.
@@ -400,16 +404,8 @@ class Pool:
     def checkin(self, slot: Slot, error: BaseException | None) -> None:
         """Take a slot back; pool its connection unless it must not be reused."""
         slot.lease = None  # no recovery from now on, and the password goes with it
-        conn, identity = slot.conn, slot.identity
-        if (
-            error is None
-            and self._fast
-            and conn is not None
-            and identity is not None
-            and not slot.purge
-            and slot.generation == self._generation
-            and not conn.identity_changed()
-        ):
+        conn = slot.conn
+        if error is None and slot.keep and not conn.identity_changed():  # type: ignore[union-attr]
             now = self._now()
             expires = slot.expires_at
             if now < expires:
@@ -417,17 +413,15 @@ class Pool:
                 fit = now + self._quiet_for
                 slot.fit_until = fit if fit < expires else expires
                 with self._lock:
-                    if self._fast:  # still open
-                        bucket = self._idle.get(identity.key)
-                        if bucket is None or self._waiters:
-                            self._give(slot)
-                        else:  # what _give does in this case
-                            slot.in_use = False
+                    if slot.keep:  # not purged, nor the pool closed, meanwhile
+                        bucket = self._idle.get(slot.identity.key)  # type: ignore[union-attr]
+                        if bucket is not None and not self._waiters:
+                            slot.in_use = False  # what _give does, in this case
                             bucket.append(slot)
                             self._idle_lru[slot.number] = slot
+                        else:
+                            self._give(slot)
                         return
-                self._release(slot, slot.detach())  # closed meanwhile
-                return
         self._checkin(slot, conn, error)
 
     def _checkin(self, slot: Slot, conn: Connection | None, error: BaseException | None) -> None:
@@ -505,6 +499,7 @@ class Pool:
                     continue
                 if slot.in_use:
                     slot.purge = True
+                    slot.keep = False
                 else:
                     doomed.append(slot)
                     self._unidle(slot)
@@ -518,6 +513,8 @@ class Pool:
         with self._lock:
             self._closed = True
             self._fast = False
+            for slot in self._slots:
+                slot.keep = False  # lent ones are closed at checkin
             for waiter in self._waiters:
                 waiter.error = PoolClosedError("this ConnectionManager was closed")
                 waiter.wake()
@@ -535,6 +532,7 @@ class Pool:
         """Forget the parent's connections without touching their sockets."""
         self._lock = threading.Lock()
         for slot in self._slots:
+            slot.keep = False
             if slot.conn is not None:
                 slot.conn.abandon()
         # A slot lent out when the fork happened keeps the old generation: its holder's

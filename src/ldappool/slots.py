@@ -43,6 +43,7 @@ class Slot:
         "generation",
         "identity",
         "in_use",
+        "keep",
         "last_used",
         "lease",
         "native",
@@ -75,6 +76,11 @@ class Slot:
         self.in_use = False
         #: Close the connection at checkin instead of pooling it (``purge()``).
         self.purge = False
+        #: Its checkin may put the connection straight back in the pool, if nothing went
+        #: wrong in the block: set at checkout when the pool allows it (pooling on, no
+        #: held-too-long watch), cleared by purge(), close(), a fork or losing the
+        #: connection. Changed under the pool lock.
+        self.keep = False
 
     def view(self) -> SlotView:
         """A copy of the state shown by ``print(cm)``."""
@@ -92,6 +98,7 @@ class Slot:
     def detach(self) -> Connection | None:
         """Empty the slot, returning the connection it held (to close outside the lock)."""
         conn, self.conn = self.conn, None
+        self.keep = False
         self.native = None
         self.fit_until = -math.inf
         self.identity = None

@@ -74,11 +74,37 @@ class PooledConnection(ldap3.Connection):
     _ldappool_recover: Callable[[], None] | None = None
 
     # The reads retried once on a new connection while lent: search (and so paged
-    # searches, page by page), compare, and the WhoAmI extended operation.
-    def search(self, *args: Any, **kwargs: Any) -> Any:
-        if _continues_paging(args, kwargs):
-            return ldap3.Connection.search(self, *args, **kwargs)
-        return self._ldappool_read(ldap3.Connection.search, args, kwargs)
+    # searches, page by page), compare, and the WhoAmI extended operation. search, on
+    # every search's path, spells out its arguments: packing them into *args and
+    # **kwargs and out again costs ~1 us per search once caches are cold.
+    def search(
+        self,
+        search_base: str,
+        search_filter: str,
+        search_scope: Any = ldap3.SUBTREE,
+        dereference_aliases: Any = ldap3.DEREF_ALWAYS,
+        attributes: Any = None,
+        size_limit: int = 0,
+        time_limit: int = 0,
+        types_only: bool = False,
+        get_operational_attributes: bool = False,
+        controls: Any = None,
+        paged_size: int | None = None,
+        paged_criticality: bool = False,
+        paged_cookie: Any = None,
+        auto_escape: bool | None = None,
+    ) -> Any:
+        args = (
+            search_base, search_filter, search_scope, dereference_aliases, attributes,
+            size_limit, time_limit, types_only, get_operational_attributes, controls,
+            paged_size, paged_criticality, paged_cookie, auto_escape,
+        )  # fmt: skip
+        try:
+            return _SEARCH(self, *args)
+        except lx.LDAPCommunicationError as lost:
+            if _continues_paging(paged_cookie, controls):
+                raise
+            return self._ldappool_retry(lost, _SEARCH, args, {})
 
     def compare(self, *args: Any, **kwargs: Any) -> Any:
         return self._ldappool_read(ldap3.Connection.compare, args, kwargs)
@@ -92,14 +118,20 @@ class PooledConnection(ldap3.Connection):
         try:
             return read(self, *args, **kwargs)
         except lx.LDAPCommunicationError as lost:
-            recover = self._ldappool_recover
-            if recover is None or _is_timeout(lost):
-                raise  # a timed-out server may still be working on the request
-            try:
-                recover()
-            except Exception:
-                raise lost from None  # the read's own error, as without a pool
-            return read(self, *args, **kwargs)
+            return self._ldappool_retry(lost, read, args, kwargs)
+
+    def _ldappool_retry(
+        self, lost: lx.LDAPCommunicationError, read: Any, args: Any, kwargs: Any
+    ) -> Any:
+        """Reconnect through the pool and run ``read`` once more, or raise ``lost``."""
+        recover = self._ldappool_recover
+        if recover is None or _is_timeout(lost):
+            raise lost  # a timed-out server may still be working on the request
+        try:
+            recover()
+        except Exception:
+            raise lost from None  # the read's own error, as without a pool
+        return read(self, *args, **kwargs)
 
     def bind(self, read_server_info: bool = True, controls: Any = None) -> Any:
         self._ldappool_identity_changed = True
@@ -112,6 +144,9 @@ class PooledConnection(ldap3.Connection):
     def unbind(self, controls: Any = None) -> Any:
         self._ldappool_identity_changed = True
         return super().unbind(controls)
+
+
+_SEARCH = ldap3.Connection.search
 
 
 class Ldap3Connection:
@@ -127,8 +162,9 @@ class Ldap3Connection:
         self._native = native
         self._driver = driver or Ldap3Driver()
         self._read_server_info = read_server_info
-        self._fd = -1
-        self._watching: SocketWatch | None = None  # made once per socket
+        # The socket last looked at, and its probe: made once per socket.
+        self._watched: Any = None
+        self._alive: Callable[[], bool] = _dead
 
     def __repr__(self) -> str:
         state = "closed" if self._native.closed else "open"
@@ -163,18 +199,30 @@ class Ldap3Connection:
         What OpenSSL already read and decrypted is no longer on the socket: an idle
         connection with ``pending()`` bytes was written to, so it is not alive either.
         """
-        native, sock = self._native, self._native.socket
+        native = self._native
+        sock = native.socket
+        if sock is self._watched and not native.closed:  # the socket of the last look
+            return self._alive()
+        return self._look_anew(native, sock)
+
+    def _look_anew(self, native: PooledConnection, sock: Any) -> bool:
+        """Pick the probe for a socket not seen before, and use it."""
+        self._watched, self._alive = None, _dead
         if native.closed or sock is None:
             return False
         try:
-            fd = sock.fileno()
-            if fd < 0 or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            if sock.fileno() < 0:
                 return False
-            if fd != self._fd or self._watching is None:
-                self._watching, self._fd = SocketWatch(sock), fd
-            return self._watching.alive()
+            alive = SocketWatch(sock).alive
         except (OSError, ValueError):
             return False
+        if isinstance(sock, ssl.SSLSocket):
+            pending = sock.pending
+            self._alive = lambda: not pending() and alive()
+        else:
+            self._alive = alive
+        self._watched = sock
+        return self._alive()
 
     def ping(self) -> None:
         """One WhoAmI round trip; raises if it fails.
@@ -190,7 +238,7 @@ class Ldap3Connection:
     def reconnect(self, server: Server, settings: ConnectSettings) -> None:
         """Close the socket and open a new one, to ``server``, under the same Connection."""
         native = self._native
-        self._watching, self._fd = None, -1
+        self._watched, self._alive = None, _dead
         with contextlib.suppress(Exception):
             native.strategy.close()
         native.server = self._driver._ldap3_server(server, settings)
@@ -206,7 +254,7 @@ class Ldap3Connection:
 
     def close(self) -> None:
         """Unbind and release the socket; never raises, idempotent."""
-        self._watching = None
+        self._watched, self._alive = None, _dead
         with contextlib.suppress(Exception):
             ldap3.Connection.unbind(self._native)
         if not self._native.closed:  # the unbind failed before ldap3 closed the socket
@@ -221,7 +269,7 @@ class Ldap3Connection:
         connection too) or a TLS alert sent later goes nowhere. ldap3's lock is not
         taken: a parent thread may have held it at fork() and does not exist here.
         """
-        self._watching = None
+        self._watched, self._alive = None, _dead
         native = self._native
         try:
             sock, native.socket = native.socket, None
@@ -238,12 +286,14 @@ class Ldap3Connection:
             pass
 
 
-def _continues_paging(args: Any, kwargs: Any) -> bool:
+def _dead() -> bool:
+    return False
+
+
+def _continues_paging(cookie: Any, controls: Any) -> bool:
     """A page after the first: its cookie means nothing on another connection, so
     such a search is not retried (the server would answer a protocol error). A paged
     control passed by hand cannot be read cheaply: not retried either."""
-    cookie = args[12] if len(args) > 12 else kwargs.get("paged_cookie")
-    controls = args[9] if len(args) > 9 else kwargs.get("controls")
     return bool(cookie) or any(c[0] == _PAGED_RESULTS for c in controls or ())
 
 

@@ -202,12 +202,13 @@ class PythonLdapConnection:
 
     def looks_alive(self) -> bool:
         """Whether the server has not closed the socket (see ``SocketWatch``): no I/O."""
-        if self._closed or self._native._ldappool_lost:
-            return False
-        if self._watching is not None:
+        watching = self._watching  # None once closed
+        if watching is not None and not self._native._ldappool_lost:
             # The socket seen at bind is still the one: libldap only replaces it after
             # a failure, which raised SERVER_DOWN and marked the object lost.
-            return self._watching.alive()
+            return watching.alive()
+        if self._closed or self._native._ldappool_lost:
+            return False
         try:
             fd = self._native.get_option(ldap.OPT_DESC)
         except Exception:
@@ -244,7 +245,8 @@ class PythonLdapConnection:
 
     def identity_changed(self) -> bool:
         """True after a holder bind, unbind or SERVER_DOWN: the identity is not the lent one."""
-        return bool(self._native._ldappool_rebound or self._native._ldappool_lost)
+        native = self._native
+        return native._ldappool_rebound or native._ldappool_lost
 
     def close(self) -> None:
         """Unbind and release the socket; never raises, idempotent."""
