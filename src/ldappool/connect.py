@@ -19,11 +19,12 @@ from ldappool.errors import (
 )
 from ldappool.policies import FailoverPolicy, RetryPolicy
 
-__all__ = ["Connector"]
+__all__ = ["TRANSIENT", "Connector"]
 
 log = logging.getLogger("ldappool")
 
-_TRANSIENT = (ErrorKind.DOWN, ErrorKind.TIMEOUT)
+#: What an error must mean to be worth another attempt, or for a connection to be given up.
+TRANSIENT = (ErrorKind.DOWN, ErrorKind.TIMEOUT)
 
 
 class Connector:
@@ -139,5 +140,5 @@ class Connector:
             raise InvalidCredentialsError(
                 f"{server} refused the credentials for bind DN {who!r}", str(server)
             ) from exc
-        if kind not in _TRANSIENT:
+        if kind not in TRANSIENT:
             raise BackendError(f"{server} refused the connection: {exc!r}", str(server)) from exc

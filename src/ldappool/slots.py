@@ -1,9 +1,8 @@
-"""The pool's records: one Slot per unit of capacity, one Waiter per queued checkout."""
+"""The pool's records: one Slot per unit of capacity, and the view of one for display."""
 
 from __future__ import annotations
 
 import math
-import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ldappool.connector import Connection, Server
@@ -12,7 +11,7 @@ from ldappool.identity import Identity
 if TYPE_CHECKING:
     from ldappool.lease import Lease
 
-__all__ = ["Slot", "SlotView", "Waiter"]
+__all__ = ["Slot", "SlotView"]
 
 
 class SlotView(NamedTuple):
@@ -105,36 +104,3 @@ class Slot:
         self.server = None
         self.purge = False
         return conn
-
-
-class Waiter:
-    """A checkout queued on a full pool.
-
-    Waiters are woken oldest first. A woken waiter that finds the pool empty again (a
-    thread arriving meanwhile took the connection) goes back to the head of the queue,
-    keeping its age; once it has waited ``Pool.handoff_after`` seconds, connections
-    coming back are handed to it directly. See ``Pool._give``.
-    """
-
-    __slots__ = ("_lock", "error", "identity", "since", "slot", "woken")
-
-    def __init__(self, identity: Identity, since: float) -> None:
-        self.identity = identity
-        self.since = since
-        # A bare lock, taken now and released by wake(): the cheapest blocking handoff
-        # (a futex), where an Event would add a Condition and a second lock per wait.
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        #: Handed to this waiter directly: it need not look for one.
-        self.slot: Slot | None = None
-        #: Told to look for an idle slot (the pool removed it from the queue).
-        self.woken = False
-        self.error: BaseException | None = None
-
-    def wake(self) -> None:
-        """Let the waiting thread go; the pool calls it once per dequeue, under its lock."""
-        self._lock.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        """Block until woken or ``timeout`` seconds pass; True if woken. Re-arms itself."""
-        return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))

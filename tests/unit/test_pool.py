@@ -16,7 +16,7 @@ from ldappool import (
     PoolClosedError,
 )
 from ldappool.lease import Lease
-from ldappool.slots import Waiter
+from ldappool.waiting import Waiter
 from tests.unit.fakes import FakeClock, FakeDown, FakeDriver, FakeNoSuchObject, FakeServer
 
 MakeCM = Callable[..., ConnectionManager]
