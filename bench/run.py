@@ -2,10 +2,12 @@
 
 Run from the repository root: ``python -m bench.run``. Exits 1 if a target fails.
 
-One round runs three worker processes (python-ldap, ldap3, the old ldappool 3.0.0 in
-its own venv), in an order that rotates from round to round; inside each, the
-implementations being compared take turns in short bursts. Medians over the rounds
-go in the table.
+One round runs a few worker processes, in an order that rotates from round to round:
+for each driver, the pre-bound limit and our pool, taking turns in short bursts inside
+one process (their ratios are the targets); for each driver, no pool at all (its own
+process: opening a connection per operation keeps slapd busy after the burst, which
+would fall on whatever runs next); and the old ldappool 3.0.0, in its own venv.
+Medians over the rounds go in the table; ratios are medians over paired bursts.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,30 +33,54 @@ RESULTS = ROOT / "bench" / "results"
 COMMAND = "make bench"
 #: Scenarios joined by "+" take turns inside one worker: their ratio is drift-free.
 CONTESTS = ("plain:1:8", "plain:8:8+plain:32:8", "tls:1:8", "tls:8:8+tls:32:8")
+#: No pool: one scenario at a time, a short run (the table shows it, no target needs it).
+ALONE = ("plain:1:8", "plain:8:8", "plain:32:8", "tls:1:8", "tls:8:8", "tls:32:8")
 
 
-def groups(old: Path | None) -> list[tuple[str, Path, str]]:
-    """(name, interpreter, implementations) for each worker process of a round."""
+@dataclass(frozen=True)
+class Group:
+    """One worker process of a round: what it runs, and for how long per scenario."""
+
+    name: str
+    python: Path
+    impls: str
+    contests: tuple[str, ...]
+    share: float = 1.0  # of the --seconds per scenario
+
+
+def groups(old: Path | None) -> list[Group]:
     ours = Path(sys.executable)
     found = [
-        ("python-ldap", ours, "prebound-python-ldap,ours-python-ldap,fresh-python-ldap"),
-        ("ldap3", ours, "prebound-ldap3,ours-ldap3,fresh-ldap3"),
+        Group(
+            "python-ldap",
+            ours,
+            "prebound-python-ldap,floor-python-ldap,ours-python-ldap",
+            CONTESTS,
+        ),
+        Group("ldap3", ours, "prebound-ldap3,floor-ldap3,ours-ldap3", CONTESTS),
+        Group("python-ldap, no pool", ours, "fresh-python-ldap", ALONE, 0.25),
+        Group("ldap3, no pool", ours, "fresh-ldap3", ALONE, 0.25),
     ]
     if old is not None:
-        found.append(("old", old, "old"))
+        found.append(Group("old", old, "old", CONTESTS, 0.5))
     return found
 
 
-def run_worker(python: Path, impls: str, slapd: Slapd, seconds: float) -> list[dict[str, Any]]:
+def _impls(driver: str) -> str:
+    return ",".join(f"{kind}-{driver}" for kind in ("prebound", "floor", "ours"))
+
+
+def run_worker(group: Group, slapd: Slapd, seconds: float) -> list[dict[str, Any]]:
     user = slapd.users["alice"]
-    argv = [str(python), str(WORKER), "--impl", impls, "--seconds", str(seconds)]
-    argv += [f"--scenario={contest}" for contest in CONTESTS]
+    argv = [str(group.python), str(WORKER), "--impl", group.impls]
+    argv += ["--seconds", str(seconds * group.share)]
+    argv += [f"--scenario={contest}" for contest in group.contests]
     argv += ["--uri", slapd.ldap_uri, "--dn", user.dn, "--password", user.password]
     argv += ["--ca-file", slapd.ca_file]
     # cwd outside the repository: the old venv must not see our ldappool package.
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd="/", check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"worker {impls} failed ({done.returncode}):\n{done.stderr}")
+        raise RuntimeError(f"worker {group.impls} failed ({done.returncode}):\n{done.stderr}")
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
@@ -67,13 +94,14 @@ def measure_server(
         for rnd in range(rounds):
             todo = groups(old)
             todo = todo[rnd % len(todo) :] + todo[: rnd % len(todo)]
-            for name, python, impls in todo:
-                print(f"  round {rnd + 1}/{rounds}: {name}", flush=True)
-                for rec in run_worker(python, impls, slapd, seconds):
+            for group in todo:
+                print(f"  round {rnd + 1}/{rounds}: {group.name}", flush=True)
+                for rec in run_worker(group, slapd, seconds):
                     if "versions" in rec:
-                        versions[name] = rec["versions"]
+                        venv = "ldappool 3.0.0 venv" if group.name == "old" else "our venv"
+                        versions[venv] = rec["versions"]
                     else:
-                        records.append({**rec, "round": rnd, "group": name})
+                        records.append({**rec, "round": rnd, "group": group.name})
     return records, versions
 
 
@@ -89,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     old = None if args.no_old else old_python()
     print("pool-only microbenchmark (fake driver)...", flush=True)
     micro = pool_micro.measure()
-    n_cells = len(SCENARIOS) * 7
-    print(f"server benchmark: {args.rounds} rounds, {n_cells} cells...", flush=True)
+    print(f"server benchmark: {args.rounds} rounds of {len(SCENARIOS)} scenarios...", flush=True)
     records, versions = measure_server(old, args.rounds, args.seconds)
 
     measured = Measurements(records)

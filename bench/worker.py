@@ -10,8 +10,10 @@ its threads and connections, then they all take turns in short bursts (see
 :class:`Crew`) until each has run about ``--seconds``.
 
 Output: one JSON line ``{"versions": {...}}``, then one line per scenario and
-implementation: ``{"impl", "tls", "threads", "size", "ops", "errors", "seconds"}``,
-where ``seconds`` is the time its bursts took and ``errors`` counts exceptions by type.
+implementation: ``{"impl", "tls", "threads", "size", "ops", "errors", "seconds",
+"bursts"}``, where ``seconds`` is the time its bursts took, ``errors`` counts
+exceptions by type and ``bursts`` lists ``[turn, ops, seconds]`` for each burst: the
+implementations of one scenario run in the same turns, so their bursts pair up.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from urllib.parse import urlsplit
 IMPLS = (
     "prebound-python-ldap",
     "prebound-ldap3",
+    "floor-python-ldap",
+    "floor-ldap3",
     "fresh-python-ldap",
     "fresh-ldap3",
     "old",
@@ -126,7 +130,10 @@ def pl_connect(target: Target, tls: bool) -> Any:
 
 
 def l3_connect(target: Target, tls: bool) -> Any:
-    """A bound ldap3 connection with the options our driver uses (get_info=NONE, SYNC)."""
+    """A bound ldap3 connection with the options our driver uses (get_info=NONE, SYNC,
+    TCP_NODELAY: without it, each StartTLS handshake and bind waits ~40 ms for a
+    delayed ACK)."""
+    import socket
     import ssl
 
     import ldap3
@@ -146,11 +153,31 @@ def l3_connect(target: Target, tls: bool) -> Any:
         auto_referrals=False,
     )
     conn.open(read_server_info=False)
+    conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls and not conn.start_tls(read_server_info=False):
         raise ConnectionError(f"StartTLS failed: {conn.result}")
     if not conn.bind(read_server_info=False):
         raise PermissionError(f"bind failed: {conn.result}")
     return conn
+
+
+def searcher(driver: str) -> Callable[[Any, str], None]:
+    return pl_search if driver == "python-ldap" else l3_search
+
+
+@contextmanager
+def bound(target: Target, tls: bool, driver: str, count: int) -> Iterator[list[Any]]:
+    """``count`` connections opened and bound now, unbound on the way out."""
+    connect = pl_connect if driver == "python-ldap" else l3_connect
+    conns = [connect(target, tls) for _ in range(count)]
+    try:
+        yield conns
+    finally:
+        for conn in conns:
+            if driver == "python-ldap":
+                conn.unbind_s()
+            else:
+                conn.unbind()
 
 
 # -- implementations: each yields one operation per thread -------------------------------
@@ -159,18 +186,9 @@ def l3_connect(target: Target, tls: bool) -> Any:
 @contextmanager
 def prebound(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
     """The limit: each thread reuses its own bound connection, no pool in between."""
-    connect, search = (
-        (pl_connect, pl_search) if driver == "python-ldap" else (l3_connect, l3_search)
-    )
-    conns = [connect(target, sc.tls) for _ in range(sc.threads)]
-    try:
+    search = searcher(driver)
+    with bound(target, sc.tls, driver, sc.threads) as conns:
         yield [lambda c=c: search(c, target.dn) for c in conns]  # type: ignore[misc]
-    finally:
-        for conn in conns:
-            if driver == "python-ldap":
-                conn.unbind_s()
-            else:
-                conn.unbind()
 
 
 @contextmanager
@@ -202,7 +220,7 @@ def ours(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
     """This project's pool, through the public API only."""
     from ldappool import ConnectionManager
 
-    search = pl_search if driver == "python-ldap" else l3_search
+    search = searcher(driver)
     cm = ConnectionManager(
         target.uri,
         target.dn,
@@ -249,9 +267,64 @@ def old(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
                 continue
 
 
+class BarePool:
+    """The least any pool does: a lock, a list of bound connections, a context manager.
+
+    No identities, no liveness check, no lifetime, no waiting, no bound on threads:
+    not a pool to use, but the floor of what lending a connection costs in Python.
+    """
+
+    def __init__(self, conns: list[Any]) -> None:
+        self._lock = threading.Lock()
+        self._idle = conns
+
+    def connection(self) -> BareLease:
+        return BareLease(self)
+
+
+class BareLease:
+    __slots__ = ("_conn", "_pool")
+
+    def __init__(self, pool: BarePool) -> None:
+        self._pool = pool
+
+    def __enter__(self) -> Any:
+        pool = self._pool
+        with pool._lock:
+            self._conn = pool._idle.pop()
+        return self._conn
+
+    def __exit__(self, *exc_info: object) -> None:
+        pool = self._pool
+        with pool._lock:
+            pool._idle.append(self._conn)
+
+
+@contextmanager
+def floor(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
+    """:class:`BarePool` over ``size`` pre-bound connections (at most ``size`` threads)."""
+    if sc.threads > sc.size:
+        raise ValueError("the bare pool cannot wait: at most size threads")
+    search = searcher(driver)
+    with bound(target, sc.tls, driver, sc.size) as conns:
+        pool = BarePool(list(conns))
+
+        def op() -> None:
+            with pool.connection() as conn:
+                search(conn, target.dn)
+
+        yield [op] * sc.threads
+
+
 def implementation(name: str, target: Target, sc: Scenario) -> AbstractContextManager[list[Op]]:
     kind, _, driver = name.partition("-")
-    factories = {"prebound": prebound, "fresh": fresh, "ours": ours, "old": old}
+    factories = {
+        "prebound": prebound,
+        "floor": floor,
+        "fresh": fresh,
+        "ours": ours,
+        "old": old,
+    }
     if name not in IMPLS:
         raise SystemExit(f"unknown implementation {name!r}; one of {', '.join(IMPLS)}")
     return factories[kind](target, sc, driver or "python-ldap")
@@ -274,6 +347,7 @@ class Crew:
         self.ops = 0
         self.errors: Counter[str] = Counter()
         self.busy = 0.0
+        self.bursts: list[tuple[int, int, float]] = []  # (turn, ops, seconds)
         self._go = threading.Event()
         self._cond = threading.Condition()
         self._parked = 0
@@ -309,21 +383,24 @@ class Crew:
                 self._parked += 1
                 self._cond.notify_all()
 
-    def burst(self, seconds: float) -> None:
+    def burst(self, seconds: float, turn: int = -1) -> None:
         """Run every thread for about ``seconds``; return once all are parked again."""
         with self._cond:
             self._parked, self._first, self._last = 0, math.inf, 0.0
+            ops_before = self.ops
         self._go.set()
         time.sleep(seconds)
         self._go.clear()
         with self._cond:
             self._cond.wait_for(lambda: self._parked == len(self._threads))
             if self._last > self._first:
-                self.busy += self._last - self._first
+                took = self._last - self._first
+                self.busy += took
+                self.bursts.append((turn, self.ops - ops_before, took))
 
     def reset(self) -> None:
         """Forget the counts so far (after the warm-up burst)."""
-        self.ops, self.errors, self.busy = 0, Counter(), 0.0
+        self.ops, self.errors, self.busy, self.bursts = 0, Counter(), 0.0, []
 
     def close(self) -> None:
         self._closing = True
@@ -353,7 +430,7 @@ def compare(
             shift = turn % len(crews)
             for _, sc, crew, length in crews[shift:] + crews[:shift]:
                 if sc.threads == 1 or turn % 5 == 0:
-                    crew.burst(length)
+                    crew.burst(length, turn)
         for name, sc, crew, _ in crews:
             yield {
                 "impl": name,
@@ -363,6 +440,7 @@ def compare(
                 "ops": crew.ops,
                 "errors": dict(crew.errors),
                 "seconds": crew.busy,
+                "bursts": crew.bursts,
             }
 
 
@@ -381,7 +459,13 @@ def run(args: argparse.Namespace) -> None:
     impls: list[str] = args.impl.split(",")
     emit({"versions": versions()})
     for scenarios in args.scenario:
-        contest = [(name, sc) for sc in scenarios for name in impls]
+        # The bare pool is the floor of the 1-thread cost; with threads it says little.
+        contest = [
+            (name, sc)
+            for sc in scenarios
+            for name in impls
+            if sc.threads == 1 or not name.startswith("floor-")
+        ]
         for record in compare(target, contest, args.seconds, args.burst):
             emit(record)
 
