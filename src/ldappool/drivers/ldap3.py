@@ -94,16 +94,20 @@ class PooledConnection(ldap3.Connection):
         paged_cookie: Any = None,
         auto_escape: bool | None = None,
     ) -> Any:
-        args = (
-            search_base, search_filter, search_scope, dereference_aliases, attributes,
-            size_limit, time_limit, types_only, get_operational_attributes, controls,
-            paged_size, paged_criticality, paged_cookie, auto_escape,
-        )  # fmt: skip
         try:
-            return _SEARCH(self, *args)
+            return _SEARCH(
+                self, search_base, search_filter, search_scope, dereference_aliases,
+                attributes, size_limit, time_limit, types_only, get_operational_attributes,
+                controls, paged_size, paged_criticality, paged_cookie, auto_escape,
+            )  # fmt: skip
         except lx.LDAPCommunicationError as lost:
             if _continues_paging(paged_cookie, controls):
                 raise
+            args = (
+                search_base, search_filter, search_scope, dereference_aliases, attributes,
+                size_limit, time_limit, types_only, get_operational_attributes, controls,
+                paged_size, paged_criticality, paged_cookie, auto_escape,
+            )  # fmt: skip
             return self._ldappool_retry(lost, _SEARCH, args, {})
 
     def compare(self, *args: Any, **kwargs: Any) -> Any:
