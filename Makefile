@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSPKGS := slapd ldap-utils libldap2-dev libsasl2-dev
 STAMP  := $(VENV)/.installed
 
-.PHONY: all test lint unit integration demo bench sysdeps venv docs clean
+.PHONY: all test lint unit integration demo bench hot-path sysdeps venv docs clean
 
 all: test
 
@@ -51,6 +51,11 @@ demo: sysdeps venv
 bench: sysdeps venv
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run
+
+# Where a pooled search's extra microseconds go, step by step (bench/hot_path.py).
+hot-path: sysdeps venv
+	$(BIN)/python -m bench.hot_path
+	$(BIN)/python -m bench.hot_path --driver ldap3
 
 docs: venv
 	$(BIN)/python -m pip install -q -e '.[docs]'

@@ -30,7 +30,7 @@ def user(i: int) -> tuple[str, str]:
 
 def filled_manager(size: int, identities: int) -> ConnectionManager:
     """A manager of ``size`` idle connections, bound round-robin as ``identities`` users."""
-    users = dict(user(i) for i in range(identities))
+    users: dict[str | None, str | None] = dict(user(i) for i in range(identities))
     driver = FakeDriver(a=FakeServer(users={**users, None: None}))
     cm = ConnectionManager("ldap://a", size=size, retry_delay=0, driver=driver)
     with ExitStack() as held:  # check out ``size`` at once, so each one opens a connection

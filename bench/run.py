@@ -107,8 +107,8 @@ def measure_server(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=0.4, help="per cell and round")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=0.6, help="per cell and round")
     parser.add_argument("--no-old", action="store_true", help="skip ldappool 3.0.0")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/ and README alone")
     args = parser.parse_args(argv)
