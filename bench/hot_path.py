@@ -121,27 +121,42 @@ def measure(ops: dict[str, Op], rounds: int, per_turn: int) -> dict[str, tuple[f
     return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in ops}
 
 
+Breakdown = dict[str, tuple[float, float]]  # step -> (wall, CPU) microseconds per search
+
+
+def breakdown(slapd: Slapd, driver: str, rounds: int) -> tuple[Breakdown, int]:
+    """Every step's cost against ``slapd``; and how many searches each turn ran."""
+    per_turn = 300 if driver == "python-ldap" else 100
+    user = slapd.users["alice"]
+    target = Target(slapd.ldap_uri, user.dn, user.password, slapd.ca_file)
+    with bound(target, False, driver, 2 + len(PROBES)) as conns, ExitStack() as closing:
+        return measure(steps(target, driver, conns, closing), rounds, per_turn), per_turn
+
+
+def table(driver: str, rounds: int, per_turn: int, result: Breakdown) -> str:
+    """The breakdown as text: each step's time, and what it adds to the pre-bound search."""
+    base_wall, base_cpu = next(iter(result.values()))
+    width = max(map(len, result))
+    lines = [
+        f"{driver}, 1 thread, {rounds} turns of {per_turn} searches per step",
+        f"{'':{width}} {'wall us':>9} {'added':>7} {'ratio':>6} {'CPU us':>8} {'added':>7}",
+    ]
+    for label, (wall, cpu) in result.items():
+        lines.append(
+            f"{label:{width}} {wall:9.1f} {wall - base_wall:+7.1f} {base_wall / wall:6.3f}"
+            f" {cpu:8.1f} {cpu - base_cpu:+7.1f}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--driver", choices=("python-ldap", "ldap3"), default="python-ldap")
     parser.add_argument("--rounds", type=int, default=60)
     args = parser.parse_args(argv)
-    per_turn = 300 if args.driver == "python-ldap" else 100
     with Slapd() as slapd:
-        user = slapd.users["alice"]
-        target = Target(slapd.ldap_uri, user.dn, user.password, slapd.ca_file)
-        with bound(target, False, args.driver, 5) as conns, ExitStack() as closing:
-            ops = steps(target, args.driver, conns, closing)
-            result = measure(ops, args.rounds, per_turn)
-    base_wall, base_cpu = next(iter(result.values()))
-    print(f"{args.driver}, 1 thread, {args.rounds} rounds of {per_turn} searches per step")
-    width = max(map(len, result))
-    print(f"{'':{width}} {'wall us':>9} {'added':>7} {'ratio':>6} {'CPU us':>8} {'added':>7}")
-    for label, (wall, cpu) in result.items():
-        print(
-            f"{label:{width}} {wall:9.1f} {wall - base_wall:+7.1f} {base_wall / wall:6.3f}"
-            f" {cpu:8.1f} {cpu - base_cpu:+7.1f}"
-        )
+        result, per_turn = breakdown(slapd, args.driver, args.rounds)
+    print(table(args.driver, args.rounds, per_turn, result))
 
 
 if __name__ == "__main__":

@@ -95,12 +95,14 @@ def write_chart(m: Measurements, micro: Mapping[int, float]) -> None:
         1, 3, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 3, 1.4]}, layout="constrained"
     )
     width = 0.8 / max(1, len(impls))
+    colors = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]
     for ax, tls in zip(axes[:2], (False, True), strict=True):
         cases = [(t, s) for mode, t, s in SCENARIOS if mode is tls]
         for i, impl in enumerate(impls):
             heights = [m.rate(impl, tls, t) or 0.0 for t, _ in cases]
             xs = [k + (i - (len(impls) - 1) / 2) * width for k in range(len(cases))]
-            ax.bar(xs, heights, width, label=IMPLS[impl])
+            color = colors[list(IMPLS).index(impl) % len(colors)]
+            ax.bar(xs, heights, width, label=IMPLS[impl], color=color)
         ax.set_xticks(range(len(cases)), [scenario_label(tls, t, s) for t, s in cases])
         ax.set_yscale("log")
         ax.set_ylabel("operations per second (log)")
@@ -121,6 +123,7 @@ def write_chart(m: Measurements, micro: Mapping[int, float]) -> None:
 def write_docs(
     m: Measurements,
     micro: Mapping[int, float],
+    hot: Mapping[str, str],
     results: Sequence[Check],
     machine: Mapping[str, str],
     command: str,
@@ -135,9 +138,14 @@ def write_docs(
         table=_list_table(header, body),
         micro=_list_table(["pool size", "us per checkout + checkin"], micro_rows),
         checks="\n".join(f"    {c.line()}" for c in results),
+        hot="\n\n".join(_indent(text) for text in hot.values()),
     )
     DOC.write_text(text)
     _update_readme(results, machine)
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines())
 
 
 def _update_readme(results: Sequence[Check], machine: Mapping[str, str]) -> None:
@@ -167,17 +175,22 @@ Performance
 
 The headline ratios of the last ``make bench`` (a local slapd, {cpu}, {cores}
 cores, everything measured in one run): a pooled search against one on a connection
-kept open by hand, 32 threads against 8 on a pool of 8, the pool's own cost at size
-1000 against size 10, and a pooled StartTLS search against opening a connection for it.
+kept open by hand; 32 threads against 8 on a pool of 8, and the same with strict
+first-come-first-served hand-off; a bare pool (a lock, a list, a ``with`` block)
+against the connection kept open, which is the floor of what any pool costs here; the
+pool's own cost at size 1000 against size 10; a pooled StartTLS search against opening
+a connection for it.
 
 ::
 
 {checks}
 
-Full table, chart and method: ``docs/performance.rst``.
+Full table, chart, method and where the time goes (the python-ldap 1-thread target
+sits at that floor on this machine): ``docs/performance.rst``.
 
 {end}
 """
+
 
 _DOC = """\
 ===========
@@ -187,37 +200,60 @@ Performance
 .. This file is written by ``make bench`` (bench/report.py): edit the template there.
 
 One command starts its own slapd on loopback, measures every implementation below in
-one run, prints this table and the target lines, writes this page and its chart, and
-exits non-zero if a target is missed::
+one run, prints the table, the target lines and where a pooled search's time goes,
+writes this page and its chart, and exits non-zero if a target is missed::
 
     {command}
 
-It takes under three minutes, the first run included (that one also creates
+It takes about two and a half minutes, the first run included (that one also creates
 ``.venv-bench-old/`` with ldappool 3.0.0 and python-ldap from PyPI).
 
 What is measured
 ================
 
 The operation is a small search: a base-scope read of one entry (``cn`` only), bound as
-a user. Throughput is operations per second; every exception is counted as an error.
+a user. It is about the cheapest request a server answers, so the one where a pool's
+own cost shows most. Throughput is operations per second; every exception counts as an
+error.
 
 - **pre-bound (the limit)**: each thread reuses one connection opened and bound
-  beforehand, with the options our drivers set (ldap3: ``get_info=NONE``). No pool can
-  beat it; 8 and 32 threads get 8 and 32 connections.
-- **no pool**: connect (and StartTLS), bind, search, unbind for every operation.
+  beforehand, with the options our drivers set (ldap3: ``get_info=NONE``,
+  ``TCP_NODELAY``). No pool can beat it; 8 and 32 threads get 8 and 32 connections.
+- **bare pool (the floor)**: a lock, a list of pre-bound connections and a ``with``
+  block (``BarePool`` in ``bench/worker.py``): no identities, no liveness check, no
+  lifetime, no waiting. Not a pool to use, but the least that lending a connection
+  costs in Python. 1 thread only.
+- **ldappool 4**: this project, ``with cm.connection() as conn`` around each search.
+- **ldappool 4, strict FIFO**: the same, but every connection coming back is handed to
+  the oldest waiter (``handoff_after=0``): what the pool does instead is explained
+  below. 32 threads, plain LDAP only.
 - **ldappool 3.0.0**: the library this project replaces, from PyPI, in its own
   virtualenv and its own process (python-ldap only; its TLS options are process-wide).
-- **ldappool 4**: this project, ``with cm.connection() as conn`` around each search.
+- **no pool**: connect (and StartTLS), bind, search, unbind for every operation.
 
 Scenarios: 1 thread; 8 threads on a pool of size 8; 32 threads on size 8 (they queue).
 Each with plain LDAP and with StartTLS (certificates verified).
 
-How: one worker process per library (``bench/worker.py``) runs the implementations
-being compared side by side; they take turns in bursts of 20 ms (100 ms with several
-threads), so the drift of a shared machine (20 % from second to second on the one
-below) falls on all of them alike. 8 and 32 threads of a driver also take turns with
-each other. Three rounds, in rotating order; the table shows medians, and each ratio
-is the median of the rounds' ratios. Raw numbers: ``bench/results/`` (not committed).
+How
+===
+
+Per driver, the pre-bound limit, the bare pool and ldappool 4 (and its strict FIFO
+variant) run in one worker process (``bench/worker.py``) and take turns in bursts of
+20 ms (100 ms with several threads), in an order that rotates from turn to turn, so
+that the drift of a shared machine (20 % from second to second on this one) falls on
+all of them alike; 8 and 32 threads take turns with each other too. A ratio between
+two of them is the median, over all rounds, of the ratios of their bursts in the same
+turn; the target lines give the number of such pairs and the middle half of their
+ratios, which says how noisy a single burst is here. A 1-thread contest starts over
+four times per round, with new connections and a new pool: one connection can be a
+few per cent faster than another for as long as it lives, and one process lays out
+its memory more luckily than another, so a single draw would say more about luck than
+about the pool. No pool and ldappool 3.0.0 run in processes of their own (opening a
+connection per operation keeps slapd busy after the burst, which would fall on
+whatever ran next); their ratios pair the rounds. Four rounds, the processes in
+rotating order; the table shows medians over the rounds. Raw numbers:
+``bench/results/`` (not committed); ``python -m bench.run --render FILE`` rewrites
+this page from one of them.
 
 Machine and versions
 ====================
@@ -242,41 +278,80 @@ Targets
 
 {checks}
 
-Where the time goes, and why targets are missed
-===============================================
+Where the time goes
+===================
 
-Measured on this 2-core machine, where slapd takes one core and every Python thread
-shares the other (the GIL). Split of one pooled search, 1 thread, python-ldap, with
-caches as cold as they are between two searches (``/tmp``-style scripts, not part of
-``make bench``): the search itself ~110 us, checkout ~9 us, checkin ~3.5 us, the
-native subclass ~2 us. The checkout's liveness check is two ``getsockopt`` calls
-(TCP state, receive queue: ~3 us here, syscalls are slow on this VM): the price of
-never lending a connection the server closed, and of doing it without releasing the
-GIL. Hence 0.85-0.88 of the pre-bound limit on python-ldap, short of its 0.98
-target, and 0.95-0.99 on ldap3 (whose own per-search cost is four times higher)
-from one run to the next, around its 0.97 target.
+One thread, every step taking turns with the others in one process (``make hot-path``
+runs this part alone: ``bench/hot_path.py``): the search on a pre-bound connection,
+then behind ever fuller pools. "added" is what a step adds to each search; the CPU
+time is the thread's own, without the wait for slapd, and so with less of the
+machine's noise::
 
-With 8 threads the run is bound by the GIL, not by the pool lock: eight pools of size
-1, one per thread (no contention at all), give the same throughput as one pool of 8.
-Each microsecond of Python per operation costs throughput directly, which is why
-ldappool 3.0.0 (no liveness check, no identity hashing, no read retry) is ahead
-there. With 32 threads on 8 connections, the first-come-first-served hand-off wakes a
-waiting thread for every operation; the GIL makes that wake-up expensive, and the
-0.95 target is not met on python-ldap (ldappool 3.0.0, which lets newcomers barge in
-and opens connections past its size, scores higher on this ratio).
+{hot}
 
-What was taken out of the hot path after profiling: an ``OrderedDict`` allocated per
-checkin, Python-level hashing of identities, ``OPT_DESC`` reads through python-ldap's
-lock, a paging check on every search, lifetime-policy calls below their thresholds,
-and a ``poll()`` that released the GIL on every checkout (5.8 -> 3.4 us per
-checkout + checkin in a tight loop).
+How to read it, from what these runs have shown while the pool was being tuned:
+
+- **Cold caches.** Between two searches, libldap, the kernel and slapd push the pool's
+  code and data out of the CPU caches, so every line costs several times what it
+  costs in a loop: a checkout and checkin that take about 3 us in a tight loop (pool
+  only, below) add 7-10 us to a search. The bare pool alone adds 1.5-3 us, 1-3 % of a
+  python-ldap search. **That is why the python-ldap target of 0.98 is missed**: the
+  floor, a pool with nothing in it but a lock and a list, sits at that target itself
+  on this machine (0.95-0.98 in the bench runs made while writing this), and lending a
+  connection for several identities, checking it and counting cannot cost less than
+  not doing it: ldappool 4 measured 0.92-0.98 in the same runs. An ldap3 search costs
+  three times more in Python, so the same microseconds weigh a third as much: there
+  the target is met, if narrowly (0.97-0.98).
+- **The liveness check** (never lending a connection the server closed) is one system
+  call per checkout, ~1.5-2.5 us with cold caches: ``getsockopt(TCP_INFO)``, the TCP
+  state. ``poll()`` is about a microsecond cheaper on one thread, but it releases the
+  GIL, and with 8 threads each checkout then becomes a thread switch: it cost more
+  throughput there than it saved here. ``getsockopt(SO_MEMINFO)`` (unread data) is
+  cheaper too, but misses a connection reset by a load balancer, and a FIN that the
+  library read along with the last answer.
+- **The rest of ldappool 4** (the line without liveness check, against the bare pool)
+  is its bookkeeping: a ``Lease`` per checkout, the identity's idle list, the least
+  recently used order, the lifetime check, the counters, the holder's re-bind check.
+  The driver's read-retry subclass costs nothing any more (the line of the driver's
+  own object): its overrides replace the library's steps instead of wrapping them.
+
+What was taken out after profiling, in all: an ``OrderedDict`` allocated per checkin,
+Python-level hashing of identities, ``OPT_DESC`` reads through python-ldap's lock, a
+paging check on every search, lifetime-policy calls below their thresholds, a
+``poll()`` that released the GIL on every checkout, a second ``getsockopt`` per
+checkout, a ``functools.partial`` per checkout for the read recovery (now installed
+once per connection), the wrapper frames of ``search_ext_s`` and ``_ldap_call`` in the
+python-ldap subclass and the ``*args`` repacking of ldap3's ``search``, and the checks
+of the pool's state on every checkin (one ``Slot.keep`` flag now stands for them). The
+pool-only loop below went from 5.8 us to about 3 us; added to a python-ldap search,
+the previous version of this page measured ~9 us for a checkout, ~3.5 us for a checkin
+and ~2 us for the subclass, against the 7-9 us of the whole above.
+
+Many threads, few connections
+=============================
+
+With 8 threads the run is bound by the GIL, not by the pool's lock: each microsecond of
+Python per operation costs throughput directly, which is why ldappool 4 (liveness
+check, identities, read retry) stays below the pre-bound limit there, and why
+ldappool 3.0.0 (none of these) can be ahead of it.
+
+With 32 threads on 8 connections, 24 threads queue. Handing every connection that
+comes back to the oldest waiter is strictly fair, but makes every checkin a thread
+switch (the strict FIFO line). So the pool wakes the oldest waiter and lets a thread
+that is already running take the connection first, typically the one that just
+returned it; the woken waiter keeps its place, and once it has waited 50 ms
+(``handoff_after``), connections coming back are handed to it directly
+(:doc:`architecture`, "Waiters"). Its throughput with 32 threads varies more from
+burst to burst than with 8 (the middle half of the pairs above): which threads run
+and which sleep is decided anew at every checkin, by the operating system.
 
 Pool only
 =========
 
 ``bench/pool_micro.py``: one checkout plus checkin on the in-memory fake driver, the
-pool's bookkeeping alone. Each pool is full of idle connections bound as 50 different
-identities and every checkout reuses one. The cost must not grow with the pool size:
+pool's bookkeeping alone, in a tight loop. Each pool is full of idle connections bound
+as 50 different identities and every checkout reuses one. The cost must not grow with
+the pool size:
 
 {micro}
 """

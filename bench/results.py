@@ -30,11 +30,13 @@ IMPLS = {
     "prebound-python-ldap": "pre-bound python-ldap (the limit)",
     "floor-python-ldap": "bare pool python-ldap (the floor)",
     "ours-python-ldap": "ldappool 4 python-ldap",
+    "fifo-python-ldap": "ldappool 4 python-ldap, strict FIFO",
     "old": "ldappool 3.0.0 (python-ldap)",
     "fresh-python-ldap": "no pool, python-ldap",
     "prebound-ldap3": "pre-bound ldap3 (the limit)",
     "floor-ldap3": "bare pool ldap3 (the floor)",
     "ours-ldap3": "ldappool 4 ldap3",
+    "fifo-ldap3": "ldappool 4 ldap3, strict FIFO",
     "fresh-ldap3": "no pool, ldap3",
 }
 MICRO_SIZES = (10, 100, 1000)
@@ -157,6 +159,15 @@ def checks(m: Measurements, micro: Mapping[int, float]) -> list[Check]:
                 None if errors else m.ratio(many, few),
                 0.95,
                 note=f"{_errors_note(errors)}; {_spread(m, many, few)}",
+            )
+        )
+    for driver in DRIVERS:
+        many, few = (f"fifo-{driver}", False, 32), (f"ours-{driver}", False, 8)
+        found.append(
+            Check(
+                f"strict FIFO hand-off: 32 threads / 8 threads on size 8, {driver}, plain",
+                m.ratio(many, few),
+                note=f"{_errors_note(m.errors(*many))}; {_spread(m, many, few)}",
             )
         )
     for driver in DRIVERS:

@@ -23,9 +23,9 @@ from typing import Any
 
 from tests.integration.harness import Slapd
 
-from bench import pool_micro, report
+from bench import hot_path, pool_micro, report
 from bench.oldvenv import old_python
-from bench.results import SCENARIOS, Measurements, checks
+from bench.results import DRIVERS, SCENARIOS, Measurements, checks
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "bench" / "worker.py"
@@ -33,6 +33,8 @@ RESULTS = ROOT / "bench" / "results"
 COMMAND = "make bench"
 #: Scenarios joined by "+" take turns inside one worker: their ratio is drift-free.
 CONTESTS = ("plain:1:8", "plain:8:8+plain:32:8", "tls:1:8", "tls:8:8+tls:32:8")
+#: New connections for each of these parts of a 1-thread contest (see worker.run).
+DRAWS = 4
 #: No pool: one scenario at a time, a short run (the table shows it, no target needs it).
 ALONE = ("plain:1:8", "plain:8:8", "plain:32:8", "tls:1:8", "tls:8:8", "tls:32:8")
 
@@ -51,13 +53,8 @@ class Group:
 def groups(old: Path | None) -> list[Group]:
     ours = Path(sys.executable)
     found = [
-        Group(
-            "python-ldap",
-            ours,
-            "prebound-python-ldap,floor-python-ldap,ours-python-ldap",
-            CONTESTS,
-        ),
-        Group("ldap3", ours, "prebound-ldap3,floor-ldap3,ours-ldap3", CONTESTS),
+        Group("python-ldap", ours, _impls("python-ldap"), CONTESTS),
+        Group("ldap3", ours, _impls("ldap3"), CONTESTS),
         Group("python-ldap, no pool", ours, "fresh-python-ldap", ALONE, 0.25),
         Group("ldap3, no pool", ours, "fresh-ldap3", ALONE, 0.25),
     ]
@@ -67,13 +64,13 @@ def groups(old: Path | None) -> list[Group]:
 
 
 def _impls(driver: str) -> str:
-    return ",".join(f"{kind}-{driver}" for kind in ("prebound", "floor", "ours"))
+    return ",".join(f"{kind}-{driver}" for kind in ("prebound", "floor", "ours", "fifo"))
 
 
 def run_worker(group: Group, slapd: Slapd, seconds: float) -> list[dict[str, Any]]:
     user = slapd.users["alice"]
     argv = [str(group.python), str(WORKER), "--impl", group.impls]
-    argv += ["--seconds", str(seconds * group.share)]
+    argv += ["--seconds", str(seconds * group.share), "--draws", str(DRAWS)]
     argv += [f"--scenario={contest}" for contest in group.contests]
     argv += ["--uri", slapd.ldap_uri, "--dn", user.dn, "--password", user.password]
     argv += ["--ca-file", slapd.ca_file]
@@ -85,23 +82,22 @@ def run_worker(group: Group, slapd: Slapd, seconds: float) -> list[dict[str, Any
 
 
 def measure_server(
-    old: Path | None, rounds: int, seconds: float
+    slapd: Slapd, old: Path | None, rounds: int, seconds: float
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
     """Every round's records (with "round" and "group" added) and each group's versions."""
     records: list[dict[str, Any]] = []
     versions: dict[str, dict[str, str]] = {}
-    with Slapd() as slapd:
-        for rnd in range(rounds):
-            todo = groups(old)
-            todo = todo[rnd % len(todo) :] + todo[: rnd % len(todo)]
-            for group in todo:
-                print(f"  round {rnd + 1}/{rounds}: {group.name}", flush=True)
-                for rec in run_worker(group, slapd, seconds):
-                    if "versions" in rec:
-                        venv = "ldappool 3.0.0 venv" if group.name == "old" else "our venv"
-                        versions[venv] = rec["versions"]
-                    else:
-                        records.append({**rec, "round": rnd, "group": group.name})
+    for rnd in range(rounds):
+        todo = groups(old)
+        todo = todo[rnd % len(todo) :] + todo[: rnd % len(todo)]
+        for group in todo:
+            print(f"  round {rnd + 1}/{rounds}: {group.name}", flush=True)
+            for rec in run_worker(group, slapd, seconds):
+                if "versions" in rec:
+                    venv = "ldappool 3.0.0 venv" if group.name == "old" else "our venv"
+                    versions[venv] = rec["versions"]
+                else:
+                    records.append({**rec, "round": rnd, "group": group.name})
     return records, versions
 
 
@@ -109,16 +105,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=0.6, help="per cell and round")
+    parser.add_argument("--hot-rounds", type=int, default=30, help="turns of the hot path")
     parser.add_argument("--no-old", action="store_true", help="skip ldappool 3.0.0")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/ and README alone")
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="only rewrite the docs from a saved run"
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        return render(args.render)
     began = time.monotonic()
 
     old = None if args.no_old else old_python()
     print("pool-only microbenchmark (fake driver)...", flush=True)
     micro = pool_micro.measure()
-    print(f"server benchmark: {args.rounds} rounds of {len(SCENARIOS)} scenarios...", flush=True)
-    records, versions = measure_server(old, args.rounds, args.seconds)
+    hot: dict[str, str] = {}
+    with Slapd() as slapd:
+        print(f"server benchmark: {args.rounds} rounds of {len(SCENARIOS)} scenarios...")
+        records, versions = measure_server(slapd, old, args.rounds, args.seconds)
+        print("hot path, step by step...", flush=True)
+        for driver in DRIVERS:
+            steps, per_turn = hot_path.breakdown(slapd, driver, args.hot_rounds)
+            hot[driver] = hot_path.table(driver, args.hot_rounds, per_turn, steps)
 
     measured = Measurements(records)
     results = checks(measured, micro)
@@ -128,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.micro_table(micro))
     print()
+    for text in hot.values():
+        print(text, end="\n\n")
     for check in results:
         print(check.line())
 
@@ -139,17 +149,30 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "seconds": args.seconds,
         "micro_ns": micro,
+        "hot_path": hot,
         "records": records,
         "checks": [c.line() for c in results],
     }
     out = RESULTS / f"bench-{stamp}.json"
     out.write_text(json.dumps(payload, indent=1))
     if not args.no_docs:
-        report.write_docs(measured, micro, results, machine, COMMAND)
+        report.write_docs(measured, micro, hot, results, machine, COMMAND)
     failed = [c for c in results if c.passed is False]
     print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
     print(f"{len(failed)} target(s) failed" if failed else "all targets met")
     return 1 if failed else 0
+
+
+def render(saved: Path) -> int:
+    """Rewrite docs/performance.rst, its chart and the README block from a results file."""
+    payload = json.loads(saved.read_text())
+    micro = {int(size): ns for size, ns in payload["micro_ns"].items()}
+    measured = Measurements(payload["records"])
+    results = checks(measured, micro)
+    report.write_docs(
+        measured, micro, payload["hot_path"], results, payload["machine"], payload["command"]
+    )
+    return 1 if any(c.passed is False for c in results) else 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ IMPLS = (
     "prebound-ldap3",
     "floor-python-ldap",
     "floor-ldap3",
+    "fifo-python-ldap",
+    "fifo-ldap3",
     "fresh-python-ldap",
     "fresh-ldap3",
     "old",
@@ -216,8 +218,10 @@ def fresh(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
 
 
 @contextmanager
-def ours(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
-    """This project's pool, through the public API only."""
+def ours(
+    target: Target, sc: Scenario, driver: str, handoff_after: float | None = None
+) -> Iterator[list[Op]]:
+    """This project's pool, through the public API only (but ``handoff_after``)."""
     from ldappool import ConnectionManager
 
     search = searcher(driver)
@@ -230,6 +234,8 @@ def ours(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
         tls_ca_file=target.ca_file,
         driver=driver,
     )
+    if handoff_after is not None:
+        cm._pool.handoff_after = handoff_after
 
     def op() -> None:
         with cm.connection() as conn:
@@ -239,6 +245,14 @@ def ours(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
         yield [op] * sc.threads
     finally:
         cm.close()
+
+
+@contextmanager
+def fifo(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
+    """Our pool with every returned connection handed to the oldest waiter: strict
+    first come, first served, the alternative to its bounded barging."""
+    with ours(target, sc, driver, handoff_after=0.0) as ops:
+        yield ops
 
 
 @contextmanager
@@ -322,6 +336,7 @@ def implementation(name: str, target: Target, sc: Scenario) -> AbstractContextMa
     factories = {
         "prebound": prebound,
         "floor": floor,
+        "fifo": fifo,
         "fresh": fresh,
         "ours": ours,
         "old": old,
@@ -411,7 +426,11 @@ class Crew:
 
 
 def compare(
-    target: Target, contest: list[tuple[str, Scenario]], seconds: float, burst: float
+    target: Target,
+    contest: list[tuple[str, Scenario]],
+    seconds: float,
+    burst: float,
+    first_turn: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Run (implementation, scenario) pairs in turns; one record per pair.
 
@@ -427,7 +446,7 @@ def compare(
             crew.burst(length)  # opens the connections, warms the caches
             crew.reset()
             crews.append((name, sc, crew, length))
-        for turn in range(max(1, round(seconds / burst))):
+        for turn in range(first_turn, first_turn + max(1, round(seconds / burst))):
             shift = turn % len(crews)
             for _, sc, crew, length in crews[shift:] + crews[:shift]:
                 if sc.threads == 1 or turn % 5 == 0:
@@ -445,6 +464,16 @@ def compare(
             }
 
 
+def applies(name: str, sc: Scenario) -> bool:
+    """The bare pool is the floor of the 1-thread cost (with threads it says little);
+    strict hand-off only matters when threads queue, and plain LDAP shows it."""
+    if name.startswith("floor-"):
+        return sc.threads == 1
+    if name.startswith("fifo-"):
+        return sc.threads > sc.size and not sc.tls
+    return True
+
+
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for dist in ("ldappool", "python-ldap", "ldap3"):
@@ -460,15 +489,30 @@ def run(args: argparse.Namespace) -> None:
     impls: list[str] = args.impl.split(",")
     emit({"versions": versions()})
     for scenarios in args.scenario:
-        # The bare pool is the floor of the 1-thread cost; with threads it says little.
-        contest = [
-            (name, sc)
-            for sc in scenarios
-            for name in impls
-            if sc.threads == 1 or not name.startswith("floor-")
-        ]
-        for record in compare(target, contest, args.seconds, args.burst):
+        contest = [(name, sc) for sc in scenarios for name in impls if applies(name, sc)]
+        # One connection can be a few per cent faster or slower than another, for as long
+        # as it lives: 1-thread contests start over with new connections several times.
+        draws = args.draws if all(sc.threads == 1 for sc in scenarios) else 1
+        merged: dict[tuple[str, bool, int], dict[str, Any]] = {}
+        for draw in range(draws):
+            seconds = args.seconds / draws
+            for rec in compare(target, contest, seconds, args.burst, draw * 100_000):
+                key = (rec["impl"], rec["tls"], rec["threads"])
+                merged[key] = _merge(merged[key], rec) if key in merged else rec
+        for record in merged.values():
             emit(record)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    errors = Counter(a["errors"])
+    errors.update(b["errors"])
+    return {
+        **a,
+        "ops": a["ops"] + b["ops"],
+        "seconds": a["seconds"] + b["seconds"],
+        "errors": dict(errors),
+        "bursts": [*a["bursts"], *b["bursts"]],
+    }
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -491,6 +535,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--burst", type=float, default=0.02, help="seconds per turn (x5 with several threads)"
+    )
+    parser.add_argument(
+        "--draws", type=int, default=1, help="1-thread contests: sets of new connections"
     )
     parser.add_argument("--uri", required=True)
     parser.add_argument("--dn", required=True)
