@@ -340,10 +340,11 @@ comes back to the oldest waiter is strictly fair, but makes every checkin a thre
 switch (the strict FIFO line). So the pool wakes the oldest waiter and lets a thread
 that is already running take the connection first, typically the one that just
 returned it; the woken waiter keeps its place, and once it has waited 50 ms
-(``handoff_after``), connections coming back are handed to it directly
-(:doc:`architecture`, "Waiters"). Its throughput with 32 threads varies more from
-burst to burst than with 8 (the middle half of the pairs above): which threads run
-and which sleep is decided anew at every checkin, by the operating system.
+(``handoff_after=0.05``), connections coming back are handed to it directly
+(:doc:`architecture`, "Waiters"); ``handoff_after=0`` gives the strict FIFO line.
+Throughput with 32 threads varies more from burst to burst than with 8 (the middle half
+of the pairs above): which threads run and which sleep is decided anew at every
+checkin, by the operating system.
 
 Pool only
 =========

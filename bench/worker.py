@@ -221,10 +221,11 @@ def fresh(target: Target, sc: Scenario, driver: str) -> Iterator[list[Op]]:
 def ours(
     target: Target, sc: Scenario, driver: str, handoff_after: float | None = None
 ) -> Iterator[list[Op]]:
-    """This project's pool, through the public API only (but ``handoff_after``)."""
+    """This project's pool, through the public API only."""
     from ldappool import ConnectionManager
 
     search = searcher(driver)
+    extra: dict[str, Any] = {} if handoff_after is None else {"handoff_after": handoff_after}
     cm = ConnectionManager(
         target.uri,
         target.dn,
@@ -233,9 +234,8 @@ def ours(
         use_tls=sc.tls,
         tls_ca_file=target.ca_file,
         driver=driver,
+        **extra,
     )
-    if handoff_after is not None:
-        cm._pool.handoff_after = handoff_after
 
     def op() -> None:
         with cm.connection() as conn:

@@ -54,6 +54,7 @@ class ConnectionManager:
         tls_key_file: str | None = None,
         tls_verify: bool = True,
         warn_held_after: float | None = None,
+        handoff_after: float = 0.05,
         clock: Clock | None = None,
     ) -> None:
         servers = parse_uris(uri)
@@ -70,6 +71,7 @@ class ConnectionManager:
         )
         self.pool_timeout = check_number("pool_timeout", pool_timeout, allow_none=True)
         held = check_number("warn_held_after", warn_held_after, strict=True, allow_none=True)
+        handoff = check_number("handoff_after", handoff_after) or 0.0
         tls = TLSSettings(
             ca_file=_path("tls_ca_file", tls_ca_file),
             cert_file=_path("tls_cert_file", tls_cert_file),
@@ -104,6 +106,7 @@ class ConnectionManager:
             reuse=self.use_pool,
             clock=clock,
             warn_held_after=held,
+            handoff_after=handoff,
         )
 
     @property

@@ -47,6 +47,7 @@ BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "tls_cert_file": st.one_of(st.just(""), st.integers()),
     "tls_key_file": st.one_of(st.just(""), st.integers()),
     "warn_held_after": st.one_of(st.floats(max_value=0), bad_float, not_a_number),
+    "handoff_after": st.one_of(st.floats(max_value=-1e-9), bad_float, not_a_number, st.none()),
     "retry": st.one_of(st.integers(), st.text(max_size=3)),
     "failover": st.one_of(st.integers(), st.text(max_size=3)),
     "lifetime": st.one_of(st.integers(), st.floats()),

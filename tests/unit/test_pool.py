@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -91,10 +92,9 @@ def test_full_pool_waits_first_come_first_served(make_cm: MakeCM) -> None:
     assert cm.stats().waits == 4
 
 
-def test_waiter_passed_over_for_long_gets_the_next_connection_handed_over(
-    make_cm: MakeCM, clock: FakeClock
-) -> None:
-    cm = make_cm(size=1)
+def returner_against_waiter(cm: ConnectionManager, age: Callable[[], None]) -> list[str]:
+    """Who gets a size-1 pool's connection first: a waiter, or the thread that returns
+    it and asks for it again at once (it is running: it could take it first)."""
     served: list[str] = []
     holder = cm.connection()
     holder.__enter__()
@@ -106,14 +106,28 @@ def test_waiter_passed_over_for_long_gets_the_next_connection_handed_over(
     waiter = threading.Thread(target=wait_turn)
     waiter.start()
     wait_until(lambda: cm.stats().waiting == 1)
-    clock.advance(2 * cm._pool.handoff_after)
-    # Returned and asked for again at once by a running thread, which could take it
-    # first while the waiter is young: not once the waiter has waited handoff_after.
+    age()
     holder.__exit__(None, None, None)
     with cm.connection():
         served.append("returner")
     waiter.join(10)
-    assert served == ["waiter", "returner"]
+    return served
+
+
+def test_waiter_passed_over_for_long_gets_the_next_connection_handed_over(
+    make_cm: MakeCM, clock: FakeClock
+) -> None:
+    cm = make_cm(size=1)
+    waited = partial(clock.advance, 2 * cm._pool.handoff_after)
+    assert returner_against_waiter(cm, waited) == ["waiter", "returner"]
+
+
+def test_handoff_after_zero_serves_waiters_strictly_first_come_first_served(
+    make_cm: MakeCM,
+) -> None:
+    cm = make_cm(size=1, handoff_after=0)
+    # handed over at once, however young the waiter
+    assert returner_against_waiter(cm, lambda: None) == ["waiter", "returner"]
 
 
 def test_full_pool_raises_after_pool_timeout(make_cm: MakeCM) -> None:
