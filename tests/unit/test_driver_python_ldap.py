@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import socket
 import ssl
@@ -54,6 +55,11 @@ GLOBAL_OPTIONS = (
     ldap.OPT_X_TLS_KEYFILE,
     ldap.OPT_X_TLS_REQUIRE_CERT,
 )
+
+
+def ber(tag: int, body: bytes) -> bytes:
+    """One short-form BER element."""
+    return bytes([tag, len(body)]) + body
 
 
 def bind_response(msgid: int, result: int = 0) -> bytes:
@@ -463,3 +469,51 @@ def test_abandon_in_a_forked_child_leaves_the_parent_connection(
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert drain(peer) == b""  # the child sent nothing
     assert conn.looks_alive()
+
+
+def test_ldap_call_explains_errno_and_marks_the_connection_lost(
+    wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, _ = wire
+    native = conn.native
+
+    def refused() -> None:
+        raise ldap.SERVER_DOWN({"desc": "Can't contact LDAP server", "errno": errno.ECONNRESET})
+
+    with pytest.raises(ldap.SERVER_DOWN) as caught:
+        native._ldap_call(refused)
+    assert caught.value.args[0]["info"] == os.strerror(errno.ECONNRESET)  # as python-ldap's
+    assert conn.identity_changed()
+    assert native._ldap_object_lock._lock.acquire(False)  # released on the way out
+    native._ldap_object_lock._lock.release()
+
+
+def test_ldap_call_keeps_python_ldaps_trace_when_tracing(
+    wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, _ = wire
+    native = conn.native
+    trace = io.StringIO()
+    native._trace_level, native._trace_file = 1, trace
+    assert native._ldap_call(lambda: "answer") == "answer"
+    with pytest.raises(ldap.TIMEOUT):
+        native._ldap_call(lambda: (_ for _ in ()).throw(ldap.TIMEOUT({"desc": "Timed out"})))
+    assert trace.getvalue().count("***") == 2  # python-ldap's own trace lines
+    assert conn.identity_changed()  # a timed-out request may still be answered
+
+
+def test_search_ext_s_does_what_python_ldaps_does(
+    wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, peer = wire
+    peer.sendall(bind_response(1))
+    conn.bind(None, None)
+    drain(peer)
+    # SearchResultEntry "cn=x" with cn: x, then SearchResultDone, for message 2
+    attribute = ber(0x30, ber(0x04, b"cn") + ber(0x31, ber(0x04, b"x")))
+    entry = ber(0x30, ber(0x02, b"\x02") + ber(0x64, ber(0x04, b"cn=x") + ber(0x30, attribute)))
+    done = ber(0x30, ber(0x02, b"\x02") + ber(0x65, ber(0x0A, b"\0") + ber(0x04, b"") * 2))
+    peer.sendall(entry + done)
+    found = conn.native.search_ext_s("cn=x", ldap.SCOPE_BASE, "(objectClass=*)", ["cn"])
+    assert found == [("cn=x", {"cn": [b"x"]})]
+    assert not conn.identity_changed()

@@ -406,12 +406,35 @@ def test_failed_open_frees_the_slot(make_cm: MakeCM, server: FakeServer) -> None
         assert conn.search() == "result"
 
 
-def test_lease_is_single_use(make_cm: MakeCM) -> None:
+def test_lease_is_single_use(make_cm: MakeCM, server: FakeServer) -> None:
     cm = make_cm()
     lease = cm.connection()
     with lease:
         with pytest.raises(RuntimeError):
             lease.__enter__()
+    with pytest.raises(RuntimeError):
+        lease.__enter__()  # its password is gone: it could not bind as it was made to
+    lease.__exit__(None, None, None)  # a second exit gives nothing back twice
+    assert cm.stats().idle == 1 and server.live == 1
+
+
+@pytest.mark.parametrize("meanwhile", ["close", "purge"])
+def test_connection_coming_back_while_the_pool_closes_or_purges_is_closed(
+    make_cm: MakeCM, server: FakeServer, meanwhile: str
+) -> None:
+    cm = make_cm()
+    lease = cm.connection()
+    conn = lease.__enter__()._conn
+    checked = conn.identity_changed
+
+    def race() -> bool:  # runs in the checkin, before it takes the pool lock
+        cm.close() if meanwhile == "close" else cm.purge("cn=svc")
+        return checked()
+
+    conn.identity_changed = race
+    lease.__exit__(None, None, None)
+    assert server.live == 0
+    assert len(cm) == 0
 
 
 def test_stats_snapshot_is_frozen(make_cm: MakeCM) -> None:
