@@ -83,6 +83,18 @@ def wire() -> Iterator[tuple[PythonLdapConnection, socket.socket]]:
     theirs.close()
 
 
+@pytest.fixture
+def bound_wire(
+    wire: tuple[PythonLdapConnection, socket.socket],
+) -> tuple[PythonLdapConnection, socket.socket]:
+    """The wire, after an anonymous bind (answered), with nothing left to read."""
+    conn, peer = wire
+    peer.sendall(bind_response(1))
+    conn.bind(None, None)
+    drain(peer)
+    return conn, peer
+
+
 def drain(peer: socket.socket) -> bytes:
     peer.settimeout(0.2)
     try:
@@ -382,12 +394,9 @@ def test_looks_alive_false_when_the_server_closes(
 
 
 def test_server_down_marks_the_connection_lost(
-    wire: tuple[PythonLdapConnection, socket.socket],
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
 ) -> None:
-    conn, peer = wire
-    peer.sendall(bind_response(1))
-    conn.bind(None, None)
-    drain(peer)
+    conn, peer = bound_wire
     peer.shutdown(socket.SHUT_RDWR)
     with pytest.raises(ldap.SERVER_DOWN):
         conn.ping()
@@ -395,11 +404,8 @@ def test_server_down_marks_the_connection_lost(
     assert not conn.looks_alive()
 
 
-def test_ping_is_one_whoami(wire: tuple[PythonLdapConnection, socket.socket]) -> None:
-    conn, peer = wire
-    peer.sendall(bind_response(1))
-    conn.bind(None, None)
-    drain(peer)
+def test_ping_is_one_whoami(bound_wire: tuple[PythonLdapConnection, socket.socket]) -> None:
+    conn, peer = bound_wire
     # ExtendedResponse, success, no value
     peer.sendall(bytes.fromhex("300c020102780 70a01000400 0400".replace(" ", "")))
     conn.ping()
@@ -407,22 +413,16 @@ def test_ping_is_one_whoami(wire: tuple[PythonLdapConnection, socket.socket]) ->
     assert conn.looks_alive()
 
 
-def test_close_sends_an_unbind(wire: tuple[PythonLdapConnection, socket.socket]) -> None:
-    conn, peer = wire
-    peer.sendall(bind_response(1))
-    conn.bind(None, None)
-    drain(peer)
+def test_close_sends_an_unbind(bound_wire: tuple[PythonLdapConnection, socket.socket]) -> None:
+    conn, peer = bound_wire
     conn.close()
     assert drain(peer) == bytes.fromhex("30050201024200")  # UnbindRequest, msgid 2
     conn.close()
     assert not conn.looks_alive()
 
 
-def test_abandon_sends_nothing(wire: tuple[PythonLdapConnection, socket.socket]) -> None:
-    conn, peer = wire
-    peer.sendall(bind_response(1))
-    conn.bind(None, None)
-    drain(peer)
+def test_abandon_sends_nothing(bound_wire: tuple[PythonLdapConnection, socket.socket]) -> None:
+    conn, peer = bound_wire
     conn.abandon()
     assert peer.recv(100) == b""  # EOF without an unbind: our end was closed
     assert not conn.looks_alive()
@@ -430,12 +430,9 @@ def test_abandon_sends_nothing(wire: tuple[PythonLdapConnection, socket.socket])
 
 
 def test_abandon_when_a_vanished_thread_holds_the_object(
-    wire: tuple[PythonLdapConnection, socket.socket],
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
 ) -> None:
-    conn, peer = wire
-    peer.sendall(bind_response(1))
-    conn.bind(None, None)
-    drain(peer)
+    conn, peer = bound_wire
     native = conn.native
     lock = native._ldap_object_lock._lock
     lock.acquire()  # as if a thread of the parent were inside libldap at fork()
@@ -450,12 +447,9 @@ def test_abandon_when_a_vanished_thread_holds_the_object(
 
 
 def test_abandon_in_a_forked_child_leaves_the_parent_connection(
-    wire: tuple[PythonLdapConnection, socket.socket],
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
 ) -> None:
-    conn, peer = wire
-    peer.sendall(bind_response(1))
-    conn.bind(None, None)
-    drain(peer)
+    conn, peer = bound_wire
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 1
@@ -503,12 +497,9 @@ def test_ldap_call_keeps_python_ldaps_trace_when_tracing(
 
 
 def test_search_ext_s_does_what_python_ldaps_does(
-    wire: tuple[PythonLdapConnection, socket.socket],
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
 ) -> None:
-    conn, peer = wire
-    peer.sendall(bind_response(1))
-    conn.bind(None, None)
-    drain(peer)
+    conn, peer = bound_wire
     # SearchResultEntry "cn=x" with cn: x, then SearchResultDone, for message 2
     attribute = ber(0x30, ber(0x04, b"cn") + ber(0x31, ber(0x04, b"x")))
     entry = ber(0x30, ber(0x02, b"\x02") + ber(0x64, ber(0x04, b"cn=x") + ber(0x30, attribute)))
