@@ -7,12 +7,12 @@ RST (CLOSE). Whatever an LDAP server writes before closing (a Notice of Disconne
 TLS alert) is followed by its FIN, so the state alone tells.
 
 Why this call: it costs one system call and holds on to the GIL. ``poll()`` (and
-``ioctl``) release the GIL, which with several threads turns each checkout into a
-thread switch (a tenth of the throughput with 8 threads here); a second
-``getsockopt`` (``SO_MEMINFO``, for unread data) costs as much again, ~1.5 us per
-checkout once caches are cold, for data that an LDAP server only sends right before
-its FIN. Elsewhere (other systems, ldapi:// sockets) a zero-timeout poll is used:
-readable or hung up means closed.
+``ioctl``) release the GIL, which with several threads turns checkouts into thread
+switches: about 5 % of the throughput with 8 threads, more than the microsecond it
+saves on one thread (``make hot-path``, docs/performance.rst). ``SO_MEMINFO`` (unread
+data) misses a reset connection, and a FIN the library read along with its last
+answer; both together cost a second system call. Elsewhere (other systems, ldapi://
+sockets) a zero-timeout poll is used: readable or hung up means closed.
 """
 
 from __future__ import annotations
