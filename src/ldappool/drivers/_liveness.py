@@ -24,7 +24,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-__all__ = ["SocketWatch"]
+__all__ = ["SocketWatch", "dead", "probe"]
 
 _LINUX = sys.platform.startswith("linux")
 _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if _LINUX else None
@@ -45,7 +45,7 @@ class SocketWatch:
         self._sock = sock
         self._owned = owned  # a dup made for watching: ours to close
         #: False once the peer has closed or reset the connection. Never raises.
-        self.alive: Callable[[], bool] = _probe(sock)
+        self.alive: Callable[[], bool] = probe(sock)
 
     @classmethod
     def for_fd(cls, fd: int) -> SocketWatch:
@@ -54,14 +54,14 @@ class SocketWatch:
 
     def close(self) -> None:
         """Release the dup, if this watch made one. Never raises."""
-        self.alive = _closed
+        self.alive = dead
         if self._owned:
             with contextlib.suppress(OSError):
                 self._sock.close()
 
 
-def _probe(sock: socket.socket) -> Callable[[], bool]:
-    """The cheapest check this socket allows."""
+def probe(sock: socket.socket) -> Callable[[], bool]:
+    """The cheapest check this socket allows: True while the peer has not closed it."""
     if _TCP_INFO is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         tcp_info = _TCP_INFO
         getsockopt = sock.getsockopt
@@ -100,5 +100,6 @@ def _probe(sock: socket.socket) -> Callable[[], bool]:
     return quiet_select
 
 
-def _closed() -> bool:
+def dead() -> bool:
+    """The probe of a socket closed or forgotten."""
     return False

@@ -24,7 +24,7 @@ import ldap3
 from ldap3.core import exceptions as lx
 
 from ldappool.connector import ConnectSettings, ErrorKind, Server, TLSSettings
-from ldappool.drivers._liveness import SocketWatch
+from ldappool.drivers._liveness import dead, probe
 
 __all__ = ["Ldap3Connection", "Ldap3Driver", "PooledConnection"]
 
@@ -168,7 +168,7 @@ class Ldap3Connection:
         self._read_server_info = read_server_info
         # The socket last looked at, and its probe: made once per socket.
         self._watched: Any = None
-        self._alive: Callable[[], bool] = _dead
+        self._alive: Callable[[], bool] = dead
 
     def __repr__(self) -> str:
         state = "closed" if self._native.closed else "open"
@@ -211,13 +211,13 @@ class Ldap3Connection:
 
     def _look_anew(self, native: PooledConnection, sock: Any) -> bool:
         """Pick the probe for a socket not seen before, and use it."""
-        self._watched, self._alive = None, _dead
+        self._watched, self._alive = None, dead
         if native.closed or sock is None:
             return False
         try:
             if sock.fileno() < 0:
                 return False
-            alive = SocketWatch(sock).alive
+            alive = probe(sock)
         except (OSError, ValueError):
             return False
         if isinstance(sock, ssl.SSLSocket):
@@ -242,7 +242,7 @@ class Ldap3Connection:
     def reconnect(self, server: Server, settings: ConnectSettings) -> None:
         """Close the socket and open a new one, to ``server``, under the same Connection."""
         native = self._native
-        self._watched, self._alive = None, _dead
+        self._watched, self._alive = None, dead
         with contextlib.suppress(Exception):
             native.strategy.close()
         native.server = self._driver._ldap3_server(server, settings)
@@ -258,7 +258,7 @@ class Ldap3Connection:
 
     def close(self) -> None:
         """Unbind and release the socket; never raises, idempotent."""
-        self._watched, self._alive = None, _dead
+        self._watched, self._alive = None, dead
         with contextlib.suppress(Exception):
             ldap3.Connection.unbind(self._native)
         if not self._native.closed:  # the unbind failed before ldap3 closed the socket
@@ -273,7 +273,7 @@ class Ldap3Connection:
         connection too) or a TLS alert sent later goes nowhere. ldap3's lock is not
         taken: a parent thread may have held it at fork() and does not exist here.
         """
-        self._watched, self._alive = None, _dead
+        self._watched, self._alive = None, dead
         native = self._native
         try:
             sock, native.socket = native.socket, None
@@ -288,10 +288,6 @@ class Ldap3Connection:
                 sock.close()
         except Exception:  # noqa: S110 - must never raise
             pass
-
-
-def _dead() -> bool:
-    return False
 
 
 def _continues_paging(cookie: Any, controls: Any) -> bool:
