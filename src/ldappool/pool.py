@@ -58,7 +58,6 @@ class Pool(PoolState):
         self._classify = connector.driver.classify
         self._upkeep = Upkeep(connector, lifetime, self._now, self._count)
         self._quiet_for = self._upkeep.quiet_for
-        self.lifetime = lifetime
         self.pool_timeout = pool_timeout
         self.reuse = reuse
         self.warn_held_after = warn_held_after
@@ -208,7 +207,7 @@ class Pool(PoolState):
         if error is None and slot.keep and not conn.identity_changed():  # type: ignore[union-attr]
             now = self._now()
             expires = slot.expires_at
-            if now < expires:
+            if now < expires:  # as at the end of _checkin, inlined: the hot path
                 slot.last_used = now
                 fit = now + self._quiet_for
                 slot.fit_until = fit if fit < expires else expires
