@@ -71,5 +71,9 @@ def non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: object) -> 
     check_number(attribute.name, value)
 
 
+def non_negative_or_none(_inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_number(attribute.name, value, allow_none=True)
+
+
 def positive_or_none(_inst: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     check_number(attribute.name, value, strict=True, allow_none=True)

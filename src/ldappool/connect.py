@@ -15,7 +15,9 @@ from ldappool.errors import (
     BackendError,
     BackendTimeoutError,
     InvalidCredentialsError,
+    LDAPPoolError,
     ServerDownError,
+    driver_flavoured,
 )
 from ldappool.policies import FailoverPolicy, RetryPolicy
 
@@ -97,7 +99,8 @@ class Connector:
                     kind = self.driver.classify(exc)
                     if kind is ErrorKind.CREDENTIALS:
                         self.count("invalid_credentials")
-                    self._raise_if_final(kind, exc, server, who)
+                    if kind not in TRANSIENT:  # no retry or other server can fix it
+                        raise self.refusal(kind, exc, server, who, "connection") from exc
                     self.count("connect_errors")
                     log.debug("attempt %d on %s failed: %r", attempt, server, exc)
                     last_error, last_kind, last_server = exc, kind, server
@@ -118,10 +121,12 @@ class Connector:
             log.warning("giving up on %s after %d attempt(s): %r", server, attempt, last_error)
         error_class = BackendTimeoutError if last_kind is ErrorKind.TIMEOUT else ServerDownError
         tried = ", ".join(str(s) for s in self.servers)
-        raise error_class(
+        raise self.error(
+            error_class,
             f"could not connect to {tried} after {attempts} attempt(s); "
             f"last error: {last_error!r}",
-            str(last_server) if last_server else None,
+            last_server,
+            last_error,
         ) from last_error
 
     def _connect_and_bind(self, server: Server, who: str | None, cred: str | None) -> Connection:
@@ -133,12 +138,31 @@ class Connector:
             raise
         return conn
 
-    @staticmethod
-    def _raise_if_final(kind: ErrorKind, exc: Exception, server: Server, who: str | None) -> None:
-        """Errors no retry or other server can fix are raised at once."""
+    def refusal(
+        self,
+        kind: ErrorKind,
+        exc: BaseException,
+        server: Server | None,
+        who: str | None,
+        what: str,
+    ) -> LDAPPoolError:
+        """The error for a server's refusal (of the ``what``): wrong credentials, or
+        another answer that no retry or other server can change."""
         if kind is ErrorKind.CREDENTIALS:
-            raise InvalidCredentialsError(
-                f"{server} refused the credentials for bind DN {who!r}", str(server)
-            ) from exc
-        if kind not in TRANSIENT:
-            raise BackendError(f"{server} refused the connection: {exc!r}", str(server)) from exc
+            message = f"{server} refused the credentials for bind DN {who!r}"
+            return self.error(InvalidCredentialsError, message, server, exc)
+        return self.error(BackendError, f"{server} refused the {what}: {exc!r}", server, exc)
+
+    def error(
+        self,
+        error: type[LDAPPoolError],
+        message: str,
+        server: Server | None,
+        cause: BaseException | None,
+    ) -> LDAPPoolError:
+        """``error``, also an instance of the driver's matching classes (when the driver
+        names them: ``Driver.error_bases``), so that code written against the driver's
+        exceptions catches it too."""
+        bases = getattr(self.driver, "error_bases", None)
+        native = tuple(bases(error, cause)) if bases is not None else ()
+        return driver_flavoured(error, native, message, str(server) if server else None, cause)

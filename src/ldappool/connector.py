@@ -9,12 +9,19 @@ registry line (or an entry point in the ``ldappool.drivers`` group).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["ConnectSettings", "Connection", "Driver", "ErrorKind", "Server", "TLSSettings"]
+__all__ = [
+    "ConnectSettings",
+    "Connection",
+    "Driver",
+    "ErrorKind",
+    "Owner",
+    "Server",
+    "TLSSettings",
+]
 
 
 class ErrorKind(enum.Enum):
@@ -62,7 +69,26 @@ class ConnectSettings:
     timeout: float | None = None
     #: StartTLS right after connecting (ldaps:// is TLS from the start anyway).
     use_tls: bool = False
-    tls: TLSSettings = attrs.field(factory=TLSSettings)
+    #: The manager's own TLS material; None when it was given no ``tls_*`` argument: then
+    #: the library's process-wide TLS settings apply (python-ldap's ``ldap.set_option``,
+    #: ldap.conf), as in ldappool 3.x, or a verifying default where it has none (ldap3).
+    tls: TLSSettings | None = None
+
+
+@runtime_checkable
+class Owner(Protocol):
+    """The pool's side of one connection, given to it once, when it is opened."""
+
+    @property
+    def lent(self) -> bool:
+        """Whether the connection is checked out now (``StateConnector.active``)."""
+
+    def recover(self) -> None:
+        """Reconnect and rebind the lent connection under a read that lost it.
+
+        Goes through :meth:`Connection.reconnect` and :meth:`Connection.bind`; raises
+        when that fails, and always while the connection is not lent.
+        """
 
 
 @runtime_checkable
@@ -97,14 +123,13 @@ class Connection(Protocol):
         (the old transport is closed first). Raises the driver's exceptions.
         """
 
-    def set_recovery(self, recover: Callable[[], None] | None) -> None:
-        """When an idempotent read loses the connection, call ``recover()`` once and
-        run the read again.
+    def set_owner(self, owner: Owner | None) -> None:
+        """Tell the connection who pools it: the pool does, once, when it opens it.
 
-        The pool installs it once, when it opens the connection. ``recover()``
-        reconnects and rebinds through :meth:`reconnect` and :meth:`bind`, or raises
-        (it always does while the connection is not lent); then the read's own
-        exception is raised. Writes are never replayed.
+        When an idempotent read loses the connection, the native object calls
+        ``owner.recover()`` once and runs the read again; if that raises, the read's
+        own exception is raised. Writes are never replayed. ``owner.lent`` answers
+        the native object's ``active``. None (and :meth:`close`) detaches it.
         """
 
     def identity_changed(self) -> bool:
@@ -136,3 +161,8 @@ class Driver(Protocol):
 
     def classify(self, error: BaseException) -> ErrorKind:
         """Say what a driver exception means to the pool."""
+
+    # Optional: ``error_bases(error, cause) -> tuple of exception classes``. The
+    # ldappool ``error`` class about to be raised (with the driver's ``cause``, if
+    # any) is made an instance of these too, so that ``except`` clauses written for
+    # the driver's own exceptions catch it. A small fixed set per driver.

@@ -2,9 +2,16 @@
 
 Everything derives from :class:`LDAPPoolError`, so ``except LDAPPoolError`` catches
 all of them. When a driver error is behind one of ours, it is kept as ``__cause__``.
+
+Errors about a server are also instances of the driver's own classes (see
+:func:`driver_flavoured`): on python-ldap a wrong password is both an
+:class:`InvalidCredentialsError` and an ``ldap.INVALID_CREDENTIALS``, so code written
+for ldappool 3.x, which let python-ldap's exceptions through, keeps catching them.
 """
 
 from __future__ import annotations
+
+from typing import Any, TypeVar
 
 __all__ = [
     "BackendError",
@@ -15,11 +22,42 @@ __all__ = [
     "MaxConnectionReachedError",
     "PoolClosedError",
     "ServerDownError",
+    "driver_flavoured",
 ]
+
+E = TypeVar("E", bound="LDAPPoolError")
 
 
 class LDAPPoolError(Exception):
-    """Base class of every error ldappool raises."""
+    """Base class of every error ldappool raises.
+
+    ``backend`` is what the error is about, as in ldappool 3.x: for the errors ldappool
+    raises itself, the URI of the last server tried, if any (also as ``server``).
+    """
+
+    def __init__(self, message: str = "", backend: Any = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+    @property
+    def server(self) -> str | None:
+        """The URI of the server the error is about, when there is one."""
+        return self.backend if isinstance(self.backend, str) else None
+
+    def __str__(self) -> str:
+        # A driver-flavoured error carries the driver's args (see driver_flavoured);
+        # its text stays ldappool's own.
+        text = self.__dict__.get("_ldappool_text")
+        return text if isinstance(text, str) else super().__str__()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A flavoured class is made at run time: pickle as the plain ldappool class.
+        cls = type(self)
+        plain = cls.__mro__[1] if cls.__dict__.get("_ldappool_flavoured") else cls
+        return (plain, (str(self), self.backend))
 
 
 class MaxConnectionReachedError(LDAPPoolError):
@@ -32,12 +70,8 @@ class MaxConnectionReachedError(LDAPPoolError):
 class BackendError(LDAPPoolError):
     """The LDAP server could not be used: connect, TLS or bind failed.
 
-    ``server`` is the URI of the last server tried, when one was.
+    ``BackendError(message, backend=None)``, as in ldappool 3.x.
     """
-
-    def __init__(self, message: str, server: str | None = None) -> None:
-        super().__init__(message)
-        self.server = server
 
 
 class ServerDownError(BackendError):
@@ -48,11 +82,13 @@ class BackendTimeoutError(ServerDownError):
     """The server did not answer within ``timeout``."""
 
 
-class InvalidCredentialsError(BackendError):
+class InvalidCredentialsError(LDAPPoolError):
     """The server refused the bind DN or password.
 
     Never retried and never failed over, so that a wrong password costs exactly one
-    bind on the server (account lockout policies count those).
+    bind on the server (account lockout policies count those). Not a
+    :class:`BackendError`: in ldappool 3.x a wrong password was python-ldap's
+    ``INVALID_CREDENTIALS``, and programs catch it after ``except BackendError``.
     """
 
 
@@ -62,3 +98,45 @@ class PoolClosedError(LDAPPoolError):
 
 class DriverNotInstalledError(LDAPPoolError, ImportError):
     """The driver's package is missing; the message names the extra to install."""
+
+
+_FLAVOURS: dict[tuple[type[LDAPPoolError], tuple[type[BaseException], ...]], type[Any]] = {}
+
+
+def driver_flavoured(
+    error: type[E],
+    bases: tuple[type[BaseException], ...],
+    message: str,
+    backend: Any = None,
+    cause: BaseException | None = None,
+) -> E:
+    """An ``error`` that is also an instance of each of the driver's ``bases``.
+
+    It carries the driver error's ``args`` and attributes (python-ldap's result dict
+    in ``args[0]``, ldap3's ``result`` and ``description``), as the driver's own
+    exception would; ``str()`` is ldappool's message. The classes are made once per
+    combination and cached: ``bases`` must be a small, fixed set per driver.
+    """
+    # Each class once, none that another one already derives from (for a valid MRO).
+    unique = [b for i, b in enumerate(bases) if b not in bases[:i] and not issubclass(error, b)]
+    bases = tuple(b for b in unique if not any(o is not b and issubclass(o, b) for o in unique))
+    if not bases:
+        return error(message, backend)
+    key = (error, bases)
+    flavoured = _FLAVOURS.get(key)
+    if flavoured is None:
+        namespace = {
+            "__module__": error.__module__,
+            "__qualname__": error.__qualname__,
+            "_ldappool_flavoured": True,
+        }
+        flavoured = _FLAVOURS[key] = type(error.__name__, (error, *bases), namespace)
+    instance: E = Exception.__new__(flavoured)
+    if cause is not None:
+        instance.__dict__.update(cause.__dict__)
+        instance.args = cause.args
+    else:
+        instance.args = (message,)
+    instance.backend = backend
+    instance.__dict__["_ldappool_text"] = message
+    return instance

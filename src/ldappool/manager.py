@@ -2,6 +2,10 @@
 
 It validates arguments, turns them into settings and policies, and delegates all
 pooling to :class:`~ldappool.pool.Pool`. Nothing here does I/O of its own.
+
+Its attributes are those of 3.x. The ones that can change while the pool runs do so
+when set (``size``, ``pool_timeout``, ``retry_max``...); the others raise
+AttributeError when set, rather than being silently ignored.
 """
 
 from __future__ import annotations
@@ -24,12 +28,38 @@ from ldappool.uris import parse_uris
 __all__ = ["ConnectionManager"]
 
 
+class _Fixed:
+    """An attribute set at construction: setting it later raises, saying so."""
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.name, self.private = name, f"_{name}"
+
+    def __get__(self, obj: object, objtype: type[Any] | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.private)
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise AttributeError(
+            f"{self.name} is fixed when the ConnectionManager is made; "
+            "make a new ConnectionManager to change it"
+        )
+
+
 class ConnectionManager:
     """A pool of bound LDAP connections to one or more servers.
 
     Every argument is described in the usage guide; each is checked here, so a bad value raises
     ValueError or TypeError naming it now rather than at the first checkout.
     """
+
+    uri = _Fixed()
+    servers = _Fixed()
+    use_tls = _Fixed()
+    timeout = _Fixed()
+    use_pool = _Fixed()
+    max_lifetime = _Fixed()
+    lifetime = _Fixed()
+    driver = _Fixed()
+    connector_cls = _Fixed()
 
     def __init__(
         self,
@@ -41,6 +71,7 @@ class ConnectionManager:
         retry_delay: float = 0.1,
         use_tls: bool = False,
         timeout: float | None = -1,
+        connector_cls: type[Any] | None = None,
         use_pool: bool = True,
         max_lifetime: float | None = 600,
         *,
@@ -52,67 +83,159 @@ class ConnectionManager:
         tls_ca_file: str | None = None,
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
-        tls_verify: bool = True,
+        tls_verify: bool | None = None,
         warn_held_after: float | None = None,
         handoff_after: float = 0.05,
         clock: Clock | None = None,
     ) -> None:
-        servers = parse_uris(uri)
+        servers = None if connector_cls is not None else parse_uris(uri)
         self._bind = check_optional_str("bind", bind)
         self._passwd = check_optional_str("passwd", passwd)
-        self.size = check_int("size", size, minimum=1)
-        self.retry_max = check_int("retry_max", retry_max, minimum=1)
-        self.retry_delay = check_number("retry_delay", retry_delay)
-        self.use_tls = check_bool("use_tls", use_tls)
-        self.timeout = _timeout(timeout)
-        self.use_pool = check_bool("use_pool", use_pool)
-        self.max_lifetime = check_number(
-            "max_lifetime", max_lifetime, strict=True, allow_none=True
-        )
-        self.pool_timeout = check_number("pool_timeout", pool_timeout, allow_none=True)
+        size = check_int("size", size, minimum=1)
+        self._retry_max = check_int("retry_max", retry_max, minimum=1)
+        self._retry_delay = check_number("retry_delay", retry_delay) or 0.0
+        self._use_tls = check_bool("use_tls", use_tls)
+        self._timeout = timeout
+        seconds = _timeout(timeout)
+        self._use_pool = check_bool("use_pool", use_pool)
+        self._max_lifetime = max_lifetime
+        lifetime_seconds = check_number("max_lifetime", max_lifetime, allow_none=True)
+        pool_timeout = _pool_timeout(pool_timeout)
         held = check_number("warn_held_after", warn_held_after, strict=True, allow_none=True)
         handoff = check_number("handoff_after", handoff_after) or 0.0
-        tls = TLSSettings(
-            ca_file=_path("tls_ca_file", tls_ca_file),
-            cert_file=_path("tls_cert_file", tls_cert_file),
-            key_file=_path("tls_key_file", tls_key_file),
-            verify=check_bool("tls_verify", tls_verify),
-        )
-        if tls.key_file and not tls.cert_file:
-            raise ValueError("tls_key_file needs tls_cert_file (the client certificate)")
-        retry = _policy("retry", retry, RetryPolicy) or RetryPolicy(
-            max_attempts=self.retry_max, delay=self.retry_delay or 0.0
-        )
+        tls = _tls_settings(tls_ca_file, tls_cert_file, tls_key_file, tls_verify)
+        self._retry_given = retry is not None
+        retry = _policy("retry", retry, RetryPolicy) or self._default_retry()
         failover = _policy("failover", failover, FailoverPolicy) or InOrder()
         lifetime = _policy("lifetime", lifetime, LifetimePolicy) or LifetimePolicy(
-            max_lifetime=self.max_lifetime
+            max_lifetime=lifetime_seconds
         )
         clock = clock or SystemClock()
-        self.driver = resolve(driver)  # last: it may import a driver package
+        # Last (but for connector_cls' URIs): it may import a driver package.
+        self._driver = _driver(driver, connector_cls, self._retry_max, self._retry_delay)
+        self._connector_cls = getattr(self._driver, "connector_cls", None)
+        if servers is None:
+            servers = parse_uris(uri, any_scheme=getattr(self._driver, "any_scheme", False))
 
-        self.uri = " ".join(str(s) for s in servers)
-        self.servers = servers
-        self.retry, self.failover, self.lifetime = retry, failover, lifetime
+        self._uri = " ".join(str(s) for s in servers)
+        self._servers = servers
+        self._lifetime = lifetime
         self._hasher = IdentityHasher()
         self._default = self._hasher.identity(self._bind, self._passwd)
         self._clock = clock
-        settings = ConnectSettings(timeout=self.timeout, use_tls=self.use_tls, tls=tls)
-        connector = Connector(self.driver, servers, settings, retry, failover, clock)
+        settings = ConnectSettings(timeout=seconds, use_tls=self._use_tls, tls=tls)
+        self._connector = Connector(self._driver, servers, settings, retry, failover, clock)
         self._pool = Pool(
-            connector,
-            size=self.size,
+            self._connector,
+            size=size,
             lifetime=lifetime,
-            pool_timeout=self.pool_timeout,
-            reuse=self.use_pool,
+            pool_timeout=pool_timeout,
+            reuse=self._use_pool,
             clock=clock,
             warn_held_after=held,
             handoff_after=handoff,
         )
 
+    # -- the attributes that change while the pool runs -----------------------------------
+
+    @property
+    def size(self) -> int:
+        """The hard cap on open connections; setting it resizes the pool (see :meth:`resize`)."""
+        return self._pool.size
+
+    @size.setter
+    def size(self, size: int) -> None:
+        self.resize(size)
+
+    def resize(self, size: int) -> int:
+        """Change ``size`` now. Growing lets waiting checkouts in at once; shrinking closes
+        idle connections over the new size now, lent ones over it when they come back.
+        Returns how many were closed now."""
+        return self._pool.resize(check_int("size", size, minimum=1))
+
+    @property
+    def pool_timeout(self) -> float | None:
+        """Seconds a checkout waits for a slot; setting it applies to checkouts from now on."""
+        return self._pool.pool_timeout
+
+    @pool_timeout.setter
+    def pool_timeout(self, seconds: float | None) -> None:
+        self._pool.pool_timeout = _pool_timeout(seconds)
+
     @property
     def bind(self) -> str | None:
-        """The default bind DN."""
+        """The default bind DN of :meth:`connection`."""
         return self._bind
+
+    @bind.setter
+    def bind(self, dn: str | None) -> None:
+        self._bind = check_optional_str("bind", dn)
+        self._default = self._hasher.identity(self._bind, self._passwd)
+
+    @property
+    def passwd(self) -> str | None:
+        """The default password, as in 3.x (never shown by ``str`` or ``repr``)."""
+        return self._passwd
+
+    @passwd.setter
+    def passwd(self, password: str | None) -> None:
+        self._passwd = check_optional_str("passwd", password)
+        self._default = self._hasher.identity(self._bind, self._passwd)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of new connections; setting it applies from the next connect."""
+        return self._connector.retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        if not isinstance(policy, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy instance, not {type(policy).__name__}")
+        self._connector.retry = policy
+        self._retry_given = True
+
+    @property
+    def retry_max(self) -> int:
+        """Attempts per server: the retry policy's ``max_attempts``."""
+        return self._connector.retry.max_attempts
+
+    @retry_max.setter
+    def retry_max(self, attempts: int) -> None:
+        self._check_default_retry("retry_max")
+        self._retry_max = check_int("retry_max", attempts, minimum=1)
+        self._connector.retry = self._default_retry()
+
+    @property
+    def retry_delay(self) -> float:
+        """Seconds between attempts: the retry policy's ``delay``."""
+        return self._connector.retry.delay
+
+    @retry_delay.setter
+    def retry_delay(self, seconds: float) -> None:
+        self._check_default_retry("retry_delay")
+        self._retry_delay = check_number("retry_delay", seconds) or 0.0
+        self._connector.retry = self._default_retry()
+
+    @property
+    def failover(self) -> FailoverPolicy:
+        """Which server to try next; setting it applies from the next connect."""
+        return self._connector.failover
+
+    @failover.setter
+    def failover(self, policy: FailoverPolicy) -> None:
+        self._connector.failover = _policy("failover", policy, FailoverPolicy) or InOrder()
+
+    def _default_retry(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self._retry_max, delay=self._retry_delay)
+
+    def _check_default_retry(self, name: str) -> None:
+        if self._retry_given:
+            raise AttributeError(
+                f"{name} comes from the retry policy this manager was given; "
+                "set cm.retry to a new RetryPolicy instead"
+            )
+
+    # -- lending -------------------------------------------------------------------------
 
     def connection(self, bind: str | None = None, passwd: str | None = None) -> Lease:
         """A context manager lending a bound connection: the driver's own object.
@@ -151,13 +274,13 @@ class ConnectionManager:
         return self._pool.snapshot()[1].connections
 
     def __str__(self) -> str:
-        slots, _ = self._pool.snapshot()
-        return render(slots, self.size, self.lifetime.max_lifetime, self._clock.monotonic())
+        slots, stats = self._pool.snapshot()
+        return render(slots, stats.size, self._lifetime.max_lifetime, self._clock.monotonic())
 
     def __repr__(self) -> str:
         state = "closed" if self._pool.closed else f"{len(self)}/{self.size} connections"
         return (
-            f"<ConnectionManager {self.uri!r} driver={self.driver.name!r} "
+            f"<ConnectionManager {self._uri!r} driver={self._driver.name!r} "
             f"bind={self._bind!r} {state}>"
         )
 
@@ -177,11 +300,43 @@ def _timeout(value: object) -> float | None:
     return check_number("timeout", value, strict=True)
 
 
+def _pool_timeout(value: object) -> float | None:
+    return check_number("pool_timeout", value, allow_none=True)
+
+
 def _path(name: str, value: object) -> str | None:
     path = check_optional_str(name, value)
     if path == "":
         raise ValueError(f"{name} must be a file path or None, not an empty string")
     return path
+
+
+def _tls_settings(
+    ca_file: object, cert_file: object, key_file: object, verify: object
+) -> TLSSettings | None:
+    """The manager's own TLS material, or None when no tls_* argument was given: then
+    the driver's process-wide settings apply (python-ldap's, as in 3.x)."""
+    tls = TLSSettings(
+        ca_file=_path("tls_ca_file", ca_file),
+        cert_file=_path("tls_cert_file", cert_file),
+        key_file=_path("tls_key_file", key_file),
+        verify=True if verify is None else check_bool("tls_verify", verify),
+    )
+    if tls.key_file and not tls.cert_file:
+        raise ValueError("tls_key_file needs tls_cert_file (the client certificate)")
+    given = (ca_file, cert_file, key_file, verify)
+    return None if all(value is None for value in given) else tls
+
+
+def _driver(driver: object, connector_cls: object, retry_max: int, retry_delay: float) -> Driver:
+    if connector_cls is None:
+        return resolve(driver)
+    if not isinstance(connector_cls, type):
+        raise TypeError(f"connector_cls must be a class, not {type(connector_cls).__name__}")
+    if driver == "python-ldap":  # built the 3.x way: cls(uri, retry_max=, retry_delay=)
+        args = {"retry_max": retry_max, "retry_delay": retry_delay}
+        return resolve(driver, connector_cls=connector_cls, connector_args=args)
+    return resolve(driver, connector_cls=connector_cls)
 
 
 def _policy(name: str, value: object, kind: type[Any]) -> Any:

@@ -212,7 +212,8 @@ class Pool(PoolState):
                 fit = now + self._quiet_for
                 slot.fit_until = fit if fit < expires else expires
                 with self._lock:
-                    if slot.keep:  # not purged, nor the pool closed, meanwhile
+                    # Not purged, nor the pool closed or shrunk, meanwhile.
+                    if slot.keep and len(self._slots) - len(self._empty) <= self.size:
                         bucket = self._idle.get(slot.identity.key)  # type: ignore[union-attr]
                         if bucket is not None and not self._waiters:
                             slot.in_use = False  # what _give does, in this case
@@ -250,10 +251,10 @@ class Pool(PoolState):
         fit = now + self._quiet_for
         slot.fit_until = fit if fit < slot.expires_at else slot.expires_at
         with self._lock:
-            if not self._closed:
+            if not self._closed and self._within_size():
                 self._give(slot)
                 return
-        self._release(slot, slot.detach())  # closed meanwhile
+        self._release(slot, slot.detach())  # closed or shrunk meanwhile
 
     def _release(
         self,
@@ -294,6 +295,15 @@ class Pool(PoolState):
                     doomed.append(slot)
                     self._unidle(slot)
                     slot.in_use = True  # ours until closed
+        for slot in doomed:
+            self._release(slot, slot.detach())
+        return len(doomed)
+
+    def resize(self, size: int) -> int:
+        """Change the cap. Growing lets waiters in; shrinking closes idle connections
+        over the new size now (returns how many) and lent ones over it at checkin."""
+        with self._lock:
+            doomed = self._resize(size)
         for slot in doomed:
             self._release(slot, slot.detach())
         return len(doomed)

@@ -55,11 +55,12 @@ class PoolState:
             slot = bucket.pop()
             del self._idle_lru[slot.number]
             self._counts["reused"] += 1
-        elif self._empty:
-            slot = self._empty.pop()
-        elif len(self._slots) < self.size:
-            slot = Slot(len(self._slots) + 1, self._generation)
-            self._slots.append(slot)
+        elif len(self._slots) - len(self._empty) < self.size:  # fewer occupied than size
+            if self._empty:
+                slot = self._empty.pop()
+            else:
+                slot = Slot(len(self._slots) + 1, self._generation)
+                self._slots.append(slot)
         elif self._idle_lru:
             slot = next(iter(self._idle_lru.values()))
             self._unidle(slot)
@@ -70,8 +71,14 @@ class PoolState:
         return slot
 
     def _give(self, slot: Slot) -> None:
-        """Hand a slot coming back to a waiter, or make it free (see ``waiting``)."""
-        if self._waiters:
+        """Hand a slot coming back to a waiter, or make it free (see ``waiting``).
+
+        An empty slot is not handed over while more slots are occupied than ``size``
+        (after a shrink): it stays empty, and so the pool shrinks.
+        """
+        if self._waiters and (
+            slot.conn is not None or len(self._slots) - len(self._empty) <= self.size
+        ):
             waiter = self._queue.serve(self._now())
             if waiter is not None:
                 self._counts["checkouts"] += 1
@@ -103,7 +110,27 @@ class PoolState:
 
     def _available(self) -> bool:
         """Whether _take would find something (lock held)."""
-        return bool(self._idle_lru or self._empty or len(self._slots) < self.size)
+        return bool(self._idle_lru) or len(self._slots) - len(self._empty) < self.size
+
+    def _within_size(self) -> bool:
+        """Whether no more slots are occupied than ``size`` (lock held).
+
+        Only ever False after a shrink, until enough lent connections came back.
+        """
+        return len(self._slots) - len(self._empty) <= self.size
+
+    def _resize(self, size: int) -> list[Slot]:
+        """Set the cap (lock held). Returns the idle slots over it, taken out to close
+        now; lent ones over it are closed at checkin (see ``_within_size``)."""
+        self.size = size
+        excess = len(self._slots) - len(self._empty) - size
+        doomed = list(self._idle_lru.values())[: max(excess, 0)]  # least recently used
+        for slot in doomed:
+            self._unidle(slot)
+            slot.in_use = True  # ours until closed
+        if excess < 0:
+            self._queue.wake_oldest()  # room for a waiter (who wakes the next one)
+        return doomed
 
     def _count(self, name: str) -> None:
         with self._lock:

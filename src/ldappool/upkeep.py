@@ -10,16 +10,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from functools import partial
 
 from ldappool.connect import TRANSIENT, Connector
 from ldappool.connector import Connection, ErrorKind
-from ldappool.errors import BackendError, InvalidCredentialsError
 from ldappool.identity import Identity
 from ldappool.policies import LifetimePolicy
 from ldappool.slots import Slot
 
-__all__ = ["Upkeep"]
+__all__ = ["SlotOwner", "Upkeep"]
 
 log = logging.getLogger("ldappool")
 
@@ -63,8 +61,8 @@ class Upkeep:
         slot.conn, slot.native, slot.identity, slot.server = new, new.native, identity, server
         slot.opened_at, slot.last_used = now, now
         slot.expires_at = self.lifetime.expires_at(now)
-        # For the connection's life: it refuses to act unless the slot is lent.
-        new.set_recovery(partial(self.recover, slot))
+        # For the connection's life: it refuses to recover unless the slot is lent.
+        new.set_owner(SlotOwner(self, slot, new))
         self._count("opened")
 
     def _unfit(self, slot: Slot, conn: Connection, now: float) -> str | None:
@@ -98,20 +96,15 @@ class Upkeep:
                 return False
             if kind is ErrorKind.CREDENTIALS:
                 self._count("invalid_credentials")
-                raise InvalidCredentialsError(
-                    f"{slot.server} refused the credentials for bind DN {who!r}", str(slot.server)
-                ) from exc
-            raise BackendError(
-                f"{slot.server} refused the bind: {exc!r}", str(slot.server)
-            ) from exc
+            raise self._connector.refusal(kind, exc, slot.server, who, "bind") from exc
         slot.identity = identity
         self._count("rebinds")
         return True
 
-    def recover(self, slot: Slot) -> None:
+    def recover(self, slot: Slot, conn: Connection) -> None:
         """Reconnect a lent connection under a read that lost it (holder's thread)."""
-        lease, conn = slot.lease, slot.conn
-        if lease is None or conn is None:
+        lease = slot.lease
+        if lease is None or slot.conn is not conn:
             raise RuntimeError("not lent: a connection in the pool is not recovered")
         lost_from = slot.server
         server = self._connector.reopen(conn, lease.who, lease.cred)
@@ -128,6 +121,26 @@ class Upkeep:
         if conn is not None:
             conn.close()
             self._count("closed")
+
+
+class SlotOwner:
+    """The pool's side of one connection (the port's ``Owner``): its slot, while it
+    holds this connection."""
+
+    __slots__ = ("_conn", "_slot", "_upkeep")
+
+    def __init__(self, upkeep: Upkeep, slot: Slot, conn: Connection) -> None:
+        self._upkeep, self._slot, self._conn = upkeep, slot, conn
+
+    @property
+    def lent(self) -> bool:
+        """Checked out now; False once the slot holds another connection."""
+        slot = self._slot
+        return slot.lease is not None and slot.conn is self._conn
+
+    def recover(self) -> None:
+        """Reconnect and rebind under a lost read; raises unless lent."""
+        self._upkeep.recover(self._slot, self._conn)
 
 
 def _quiet_period(lifetime: LifetimePolicy) -> float:

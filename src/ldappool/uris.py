@@ -13,10 +13,12 @@ _SCHEMES = ("ldap", "ldaps", "ldapi")
 _SEPARATORS = re.compile(r"[\s,]+")
 
 
-def parse_uris(value: object) -> tuple[Server, ...]:
+def parse_uris(value: object, *, any_scheme: bool = False) -> tuple[Server, ...]:
     """Split ``value`` on commas and/or whitespace and parse each URI.
 
     A list or tuple of strings is accepted as well. Duplicates are dropped, order kept.
+    ``any_scheme``: any ``scheme://rest`` is taken as it is (a duck-typed 3.x connector
+    class decides what its URIs mean).
     """
     if isinstance(value, (list, tuple)):
         if not all(isinstance(item, str) for item in value):
@@ -29,9 +31,18 @@ def parse_uris(value: object) -> tuple[Server, ...]:
         raise ValueError("uri must name at least one server, e.g. 'ldap://localhost'")
     servers: dict[str, Server] = {}
     for part in parts:
-        server = _parse_one(part)
+        server = _parse_any(part) if any_scheme else _parse_one(part)
         servers.setdefault(server.uri, server)
     return tuple(servers.values())
+
+
+def _parse_any(text: str) -> Server:
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme:
+        raise ValueError(f"uri: {text!r} is not a URI (scheme://...)")
+    if scheme.lower() in _SCHEMES:
+        return _parse_one(text)
+    return Server(uri=text, scheme=scheme.lower(), host=rest, port=None)
 
 
 def _parse_one(text: str) -> Server:

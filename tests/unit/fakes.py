@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
 
-from ldappool.connector import ConnectSettings, ErrorKind, Server
+from ldappool.connector import ConnectSettings, ErrorKind, Owner, Server
 
 
 class FakeDown(Exception):
@@ -56,11 +56,11 @@ class FakeNative:
         try:
             return self._search()
         except FakeDown as lost:
-            recover = self._conn.recover
-            if recover is None:
+            owner = self._conn.owner
+            if owner is None:
                 raise
             try:
-                recover()
+                owner.recover()
             except Exception:
                 raise lost from None
             return self._search()
@@ -91,7 +91,7 @@ class FakeConnection:
         self.dropped = False  # the server closed it
         self.changed = False
         self.pings = 0
-        self.recover: Callable[[], None] | None = None
+        self.owner: Owner | None = None
         self.driver: FakeDriver | None = None
         self._native = FakeNative(self)
 
@@ -131,8 +131,8 @@ class FakeConnection:
         fresh.abandoned = True  # its 'transport' now belongs to self
         self.driver.connections.remove(fresh)
 
-    def set_recovery(self, recover: Callable[[], None] | None) -> None:
-        self.recover = recover
+    def set_owner(self, owner: Owner | None) -> None:
+        self.owner = owner
 
     def close(self) -> None:
         if not self.closed and not self.abandoned:

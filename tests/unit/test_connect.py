@@ -12,6 +12,7 @@ from ldappool import (
     BackendTimeoutError,
     ConnectionManager,
     InOrder,
+    InvalidCredentialsError,
     RetryPolicy,
     RoundRobin,
     ServerDownError,
@@ -166,7 +167,7 @@ def test_connect_errors_are_counted(make_cm: MakeCM, server: FakeServer) -> None
 
 def test_bind_failure_closes_the_new_connection(make_cm: MakeCM, server: FakeServer) -> None:
     cm = make_cm(retry_max=1)
-    with pytest.raises(BackendError):
+    with pytest.raises(InvalidCredentialsError):
         with cm.connection("cn=nobody", "x"):
             pass
     assert server.live == 0

@@ -204,7 +204,7 @@ def test_verification_without_ca_file_uses_the_default_trust_store(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A connection's own TLS context does not inherit ldap.conf's TLS_CACERT.
-    conn = PythonLdapDriver().connect(LDAPS, ConnectSettings(timeout=1.0))
+    conn = PythonLdapDriver().connect(LDAPS, ConnectSettings(timeout=1.0, tls=TLSSettings()))
     expected = ldap.get_option(ldap.OPT_X_TLS_CACERTFILE)
     if expected:
         assert conn.native.get_option(ldap.OPT_X_TLS_CACERTFILE) == expected

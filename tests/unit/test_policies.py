@@ -83,7 +83,7 @@ def test_lifetime_idle_and_ping_thresholds() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "name"),
     [
-        ({"max_lifetime": 0}, ValueError, "max_lifetime"),
+        ({"max_lifetime": -1}, ValueError, "max_lifetime"),
         ({"max_idle": -5}, ValueError, "max_idle"),
         ({"ping_after": "x"}, TypeError, "ping_after"),
         ({"jitter": 1.0}, ValueError, "jitter"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from typing import Any
 
 from ldappool.connector import Driver
 from ldappool.errors import DriverNotInstalledError
@@ -35,12 +36,22 @@ def available() -> list[str]:
     return names
 
 
-def resolve(driver: object) -> Driver:
+def resolve(driver: object, **builtin_options: Any) -> Driver:
     """Return a driver object for a name, or ``driver`` itself if it already is one.
 
-    Raises TypeError/ValueError naming the ``driver`` argument, and
-    DriverNotInstalledError (an ImportError) naming the extra to install.
+    ``builtin_options`` (``connector_cls``...) go to a built-in driver's constructor;
+    a driver object or an entry point takes none. Raises TypeError/ValueError naming
+    the ``driver`` argument, and DriverNotInstalledError (an ImportError) naming the
+    extra to install.
     """
+    if builtin_options:
+        if not (isinstance(driver, str) and driver in _BUILTIN):
+            names = ", ".join(sorted(builtin_options))
+            raise TypeError(
+                f"{names}: only with driver='python-ldap' or 'ldap3'; "
+                f"give a driver object of your own its options directly, not {driver!r}"
+            )
+        return _load(driver, builtin_options)
     if isinstance(driver, str):
         return _load(driver)
     if isinstance(driver, Driver):
@@ -51,7 +62,7 @@ def resolve(driver: object) -> Driver:
     )
 
 
-def _load(name: str) -> Driver:
+def _load(name: str, options: dict[str, Any] | None = None) -> Driver:
     if name in _BUILTIN:
         module_name, class_name, extra = _BUILTIN[name]
         try:
@@ -66,7 +77,7 @@ def _load(name: str) -> Driver:
         if not found:
             raise ValueError(f"driver must be one of {', '.join(available())}; got {name!r}")
         factory = found[0].load()
-    instance = factory()
+    instance = factory(**(options or {}))
     if not isinstance(instance, Driver):
         raise TypeError(f"driver {name!r} did not build a Driver object: {instance!r}")
     return instance

@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, cast
@@ -23,8 +24,15 @@ from urllib.parse import quote
 import ldap3
 from ldap3.core import exceptions as lx
 
-from ldappool.connector import ConnectSettings, ErrorKind, Server, TLSSettings
+from ldappool.connector import ConnectSettings, ErrorKind, Owner, Server, TLSSettings
 from ldappool.drivers._liveness import dead, probe
+from ldappool.errors import (
+    BackendError,
+    BackendTimeoutError,
+    InvalidCredentialsError,
+    LDAPPoolError,
+    ServerDownError,
+)
 
 __all__ = ["Ldap3Connection", "Ldap3Driver", "PooledConnection"]
 
@@ -52,6 +60,13 @@ _CREDENTIAL_ERRORS = (
     lx.LDAPPasswordIsMandatoryError,  # refused client-side: a DN without password would be
     lx.LDAPUserNameIsMandatoryError,  # an unauthenticated (anonymous) bind
 )
+# The ldap3 classes each ldappool error is an instance of too: the most specific first.
+_NATIVE_ERRORS: tuple[tuple[type[LDAPPoolError], type[Exception]], ...] = (
+    (InvalidCredentialsError, lx.LDAPInvalidCredentialsResult),
+    (BackendTimeoutError, lx.LDAPResponseTimeoutError),
+    (ServerDownError, lx.LDAPCommunicationError),
+    (BackendError, lx.LDAPException),
+)
 _DOWN_ERRORS = (
     lx.LDAPCommunicationError,  # socket open/send/receive, session terminated by server...
     lx.LDAPStartTLSError,  # StartTLS refused, or the handshake or certificate check failed
@@ -68,10 +83,25 @@ class PooledConnection(ldap3.Connection):
     Otherwise exactly its base class. The pool reads the note at checkin: a connection
     whose identity may differ from the one it was lent under is not pooled again.
     A failed bind counts too: it leaves the connection anonymous (RFC 4511).
+
+    As python-ldap's StateConnector (ldappool 3.x's connection class): ``active``
+    (lent now) and ``get_lifetime()`` (seconds since it was bound).
     """
 
     _ldappool_identity_changed = False
-    _ldappool_recover: Callable[[], None] | None = None
+    _ldappool_owner: Owner | None = None
+    _ldappool_bound_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the pool has lent this connection out now."""
+        owner = self._ldappool_owner
+        return owner is not None and owner.lent
+
+    def get_lifetime(self) -> float:
+        """Seconds since the pool bound the connection (0 before)."""
+        bound_at = self._ldappool_bound_at
+        return 0 if bound_at is None else time.time() - bound_at
 
     # The reads retried once on a new connection while lent: search (and so paged
     # searches, page by page), compare, and the WhoAmI extended operation. search, on
@@ -128,11 +158,11 @@ class PooledConnection(ldap3.Connection):
         self, lost: lx.LDAPCommunicationError, read: Any, args: Any, kwargs: Any
     ) -> Any:
         """Reconnect through the pool and run ``read`` once more, or raise ``lost``."""
-        recover = self._ldappool_recover
-        if recover is None or _is_timeout(lost):
+        owner = self._ldappool_owner
+        if owner is None or _is_timeout(lost):
             raise lost  # a timed-out server may still be working on the request
         try:
-            recover()
+            owner.recover()
         except Exception:
             raise lost from None  # the read's own error, as without a pool
         return read(self, *args, **kwargs)
@@ -196,6 +226,8 @@ class Ldap3Connection:
             native._ldappool_identity_changed = not ok
         if not ok:
             raise _result_error(native, "bind failed")
+        if native._ldappool_bound_at is None:
+            native._ldappool_bound_at = time.time()
 
     def looks_alive(self) -> bool:
         """Whether the server has not closed the socket (see ``SocketWatch``): no I/O.
@@ -245,12 +277,13 @@ class Ldap3Connection:
         self._watched, self._alive = None, dead
         with contextlib.suppress(Exception):
             native.strategy.close()
+        native._ldappool_bound_at = None
         native.server = self._driver._ldap3_server(server, settings)
         self._driver._open(native, server, settings)
 
-    def set_recovery(self, recover: Callable[[], None] | None) -> None:
-        """Install (or, with None, remove) the pool's reconnect for lost reads."""
-        self._native._ldappool_recover = recover
+    def set_owner(self, owner: Owner | None) -> None:
+        """Install (or, with None, remove) the pool's side: recovery and ``active``."""
+        self._native._ldappool_owner = owner
 
     def identity_changed(self) -> bool:
         """True after a holder bind, rebind or unbind, or once the connection is closed."""
@@ -259,6 +292,7 @@ class Ldap3Connection:
     def close(self) -> None:
         """Unbind and release the socket; never raises, idempotent."""
         self._watched, self._alive = None, dead
+        self._native._ldappool_owner = None
         with contextlib.suppress(Exception):
             ldap3.Connection.unbind(self._native)
         if not self._native.closed:  # the unbind failed before ldap3 closed the socket
@@ -275,6 +309,7 @@ class Ldap3Connection:
         """
         self._watched, self._alive = None, dead
         native = self._native
+        native._ldappool_owner = None
         try:
             sock, native.socket = native.socket, None
             native.closed, native.listening, native.bound = True, False, False
@@ -332,6 +367,27 @@ def _checked_options(argument: str, value: object, target: Any) -> Mapping[str, 
     return MappingProxyType(dict(value))
 
 
+_MIXED: dict[type[Any], type[PooledConnection]] = {}
+
+
+def _pooled_class(cls: object) -> type[PooledConnection]:
+    """The class to build: PooledConnection, or mixed under an ldap3.Connection subclass."""
+    if cls is None:
+        return PooledConnection
+    if not isinstance(cls, type) or not issubclass(cls, ldap3.Connection):
+        raise TypeError(
+            "connector_cls must be an ldap3.Connection subclass with the ldap3 driver "
+            f"(python-ldap connector classes need driver='python-ldap'), not {cls!r}"
+        )
+    if issubclass(cls, PooledConnection):
+        return cls
+    mixed = _MIXED.get(cls)
+    if mixed is None:
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        mixed = _MIXED[cls] = type(cls.__name__, (cls, PooledConnection), namespace)
+    return mixed
+
+
 class Ldap3Driver:
     """Opens ldap3 connections and interprets ldap3 exceptions.
 
@@ -341,6 +397,8 @@ class Ldap3Driver:
     ``Tls`` (e.g. ``check_names``, ``mode=ldap3.IP_V4_ONLY``, ``ca_certs_path``); what the
     manager's settings decide cannot be overridden. ``auto_referrals`` defaults to False,
     as with python-ldap: ldap3 would chase with credentials the pool does not keep.
+    ``connector_cls``: an ``ldap3.Connection`` subclass for the connections lent, with
+    :class:`PooledConnection` mixed in under it (its own methods come first).
     """
 
     name = "ldap3"
@@ -352,7 +410,9 @@ class Ldap3Driver:
         connection_options: Mapping[str, Any] | None = None,
         server_options: Mapping[str, Any] | None = None,
         tls_options: Mapping[str, Any] | None = None,
+        connector_cls: type[Any] | None = None,
     ) -> None:
+        self._native_class = _pooled_class(connector_cls)
         if not isinstance(get_info, str):
             raise TypeError(f"get_info must be an ldap3 constant, not {type(get_info).__name__}")
         if get_info not in _GET_INFO:
@@ -366,13 +426,30 @@ class Ldap3Driver:
         try:  # ldap3 checks some values at construction: fail now rather than at connect
             ldap3.Tls(**self._tls_options)
             server = ldap3.Server("localhost", get_info=ldap3.NONE, **self._server_options)
-            PooledConnection(server, auto_bind=ldap3.AUTO_BIND_NONE, **self._connection_options)
+            self._native_class(server, auto_bind=ldap3.AUTO_BIND_NONE, **self._connection_options)
         except (lx.LDAPException, TypeError, ValueError) as exc:
             raise ValueError(f"invalid ldap3 options: {exc}") from exc
 
     def __repr__(self) -> str:  # values may be secrets (local_private_key_password)
         keys = sorted({*self._connection_options, *self._server_options, *self._tls_options})
         return f"Ldap3Driver(get_info={self._get_info!r}, options={keys!r})"
+
+    @property
+    def connector_cls(self) -> type[PooledConnection]:
+        """The class of the native connections lent out."""
+        return self._native_class
+
+    def error_bases(
+        self, error: type[LDAPPoolError], cause: BaseException | None
+    ) -> tuple[type[BaseException], ...]:
+        """ldap3's classes for ``error``: its family, and the cause's own class when it is
+        one of ldap3's (not the ones ldap3 makes at run time for socket errors)."""
+        bases: list[type[BaseException]] = []
+        kind = type(cause)
+        if isinstance(cause, lx.LDAPException) and getattr(lx, kind.__name__, None) is kind:
+            bases.append(kind)
+        bases += [native for ours, native in _NATIVE_ERRORS if issubclass(error, ours)][:1]
+        return tuple(bases)
 
     @property
     def get_info(self) -> str:
@@ -384,7 +461,7 @@ class Ldap3Driver:
         timeout = settings.timeout
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be > 0 or None, not {timeout!r}")
-        native = PooledConnection(
+        native = self._native_class(
             self._ldap3_server(server, settings),
             auto_bind=ldap3.AUTO_BIND_NONE,
             client_strategy=ldap3.SYNC,
@@ -449,7 +526,7 @@ class Ldap3Driver:
             host,
             port=server.port,
             use_ssl=server.scheme == "ldaps",
-            tls=self._tls(host, settings.tls) if tls else None,
+            tls=self._tls(host, settings.tls or TLSSettings()) if tls else None,
             **common,
         )
 

@@ -1,9 +1,10 @@
-"""The python-ldap driver: connections are ``ldap.ldapobject.SimpleLDAPObject`` objects.
+"""The python-ldap driver: connections are :class:`StateConnector` objects.
 
 Every option is set on the connection's own LDAPObject, never with the process-global
 ``ldap.set_option``, so that two managers (or the application) never see each other's
-TLS material or timeouts. ``ReconnectLDAPObject`` is not used: reconnecting is the
-pool's job, and it would silently replay writes.
+TLS material or timeouts. A manager given no ``tls_*`` argument leaves TLS to python-ldap's
+process-wide options, as ldappool 3.x did. ``ReconnectLDAPObject`` is not used:
+reconnecting is the pool's job, and it would silently replay writes.
 """
 
 from __future__ import annotations
@@ -12,171 +13,51 @@ import contextlib
 import errno
 import os
 import ssl
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import ldap
 import ldap.ldapobject
 
-from ldappool.connector import ConnectSettings, ErrorKind, Server
+from ldappool.connector import ConnectSettings, ErrorKind, Owner, Server
+from ldappool.drivers._legacy import LegacyConnection
 from ldappool.drivers._liveness import SocketWatch
+from ldappool.drivers._state_connector import BASE, StateConnector
+from ldappool.errors import (
+    BackendError,
+    BackendTimeoutError,
+    InvalidCredentialsError,
+    LDAPPoolError,
+    ServerDownError,
+)
 
-__all__ = ["PooledLDAPObject", "PythonLdapConnection", "PythonLdapDriver"]
+__all__ = ["PooledLDAPObject", "PythonLdapConnection", "PythonLdapDriver", "StateConnector"]
+
+#: The name StateConnector had before it took 3.x's.
+PooledLDAPObject = StateConnector
 
 _NO_LIMIT = -1
 # Objects abandoned while a vanished thread was inside them: never to be freed.
 _STRANDED: list[object] = []
 # Server answers that say "this server cannot serve now": retry later or elsewhere.
 _DOWN_ERRORS = (ldap.SERVER_DOWN, ldap.CONNECT_ERROR, ldap.UNAVAILABLE, ldap.BUSY)
-# What a read raises when its connection is gone: the pool may reconnect and retry it.
-_LOST_ERRORS = (ldap.SERVER_DOWN, ldap.UNAVAILABLE)
 # 48 is what slapd answers for an entry without a password: retrying cannot help.
 _CREDENTIAL_ERRORS = (ldap.INVALID_CREDENTIALS, ldap.INAPPROPRIATE_AUTH)
-
-
-class PooledLDAPObject(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
-    """A SimpleLDAPObject that notes when its holder binds, unbinds or loses it.
-
-    Behaves exactly like its base class. The pool reads the notes at checkin: a
-    connection whose identity may differ from the one it was lent under is dropped.
-    """
-
-    _ldappool_recover: Callable[[], None] | None = None
-
-    def __init__(self, uri: str, **kwargs: Any) -> None:
-        super().__init__(uri, **kwargs)
-        self._ldappool_rebound = False
-        self._ldappool_lost = False
-
-    # The synchronous reads, retried once on a new connection while lent: search_s,
-    # search_st, read_s, read_rootdse_s, read_subschemasubentry_s... all funnel into
-    # search_ext_s, compare_s into compare_ext_s. Asynchronous calls and writes are not.
-    # Each read costs one try block when nothing goes wrong: the retry logic is only
-    # reached from the except clause. search_ext_s, on every search's path, does the
-    # base's two steps itself (search_ext, then result) rather than call it: a wrapper
-    # frame costs ~1 us per search, 1 % of a search on loopback.
-    def search_ext_s(
-        self,
-        base: str,
-        scope: int,
-        filterstr: str | None = None,
-        attrlist: list[str] | None = None,
-        attrsonly: int = 0,
-        serverctrls: Any = None,
-        clientctrls: Any = None,
-        timeout: float = -1,
-        sizelimit: int = 0,
-    ) -> Any:
-        try:
-            msgid = self.search_ext(
-                base, scope, filterstr, attrlist, attrsonly, serverctrls, clientctrls,
-                timeout, sizelimit,
-            )  # fmt: skip
-            return self.result(msgid, all=1, timeout=timeout)[1]
-        except _LOST_ERRORS as lost:
-            if _continues_paging(serverctrls):
-                raise
-            args = (base, scope, filterstr, attrlist, attrsonly, serverctrls, clientctrls)
-            return self._ldappool_retry(lost, _BASE.search_ext_s, (*args, timeout, sizelimit), {})
-
-    def compare_ext_s(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return _BASE.compare_ext_s(self, *args, **kwargs)
-        except _LOST_ERRORS as lost:
-            return self._ldappool_retry(lost, _BASE.compare_ext_s, args, kwargs)
-
-    def whoami_s(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return _BASE.whoami_s(self, *args, **kwargs)
-        except _LOST_ERRORS as lost:
-            return self._ldappool_retry(lost, _BASE.whoami_s, args, kwargs)
-
-    def _ldappool_retry(self, lost: Exception, read: Any, args: Any, kwargs: Any) -> Any:
-        """Reconnect through the pool and run ``read`` once more, or raise ``lost``."""
-        recover = self._ldappool_recover
-        if recover is None:
-            raise lost
-        try:
-            recover()
-        except Exception:
-            raise lost from None  # the read's own error, as without a pool
-        return read(self, *args, **kwargs)
-
-    # simple_bind is the funnel of bind, bind_s and simple_bind_s;
-    # sasl_interactive_bind_s the one of every sasl_*_bind_s but sasl_bind_s.
-    # A failed bind counts too: it leaves the connection anonymous (RFC 4511).
-    def simple_bind(self, *args: Any, **kwargs: Any) -> Any:
-        self._ldappool_rebound = True
-        return super().simple_bind(*args, **kwargs)
-
-    def sasl_interactive_bind_s(self, *args: Any, **kwargs: Any) -> Any:
-        self._ldappool_rebound = True
-        return super().sasl_interactive_bind_s(*args, **kwargs)
-
-    def sasl_bind_s(self, *args: Any, **kwargs: Any) -> Any:
-        self._ldappool_rebound = True
-        return super().sasl_bind_s(*args, **kwargs)
-
-    def unbind_ext(self, *args: Any, **kwargs: Any) -> Any:
-        # The funnel of unbind, unbind_s and unbind_ext_s.
-        self._ldappool_rebound = True
-        return super().unbind_ext(*args, **kwargs)
-
-    def _ldap_call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """Every call into libldap goes through here, under the object's lock.
-
-        After SERVER_DOWN the link is dead, or (libldap's default-connection logic)
-        reopened anonymously later. After a client-side TIMEOUT the request may still
-        be running on the server, its answer still to come. Either way the connection
-        is not pooled again. This replaces the base method rather than wrap it (it runs
-        twice per search): same lock, same ``info`` from ``errno``; with python-ldap's
-        tracing on, the base's own version runs, for its trace lines.
-        """
-        if self._trace_level:
-            try:
-                return _BASE._ldap_call(self, func, *args, **kwargs)
-            except (ldap.SERVER_DOWN, ldap.TIMEOUT):
-                self._ldappool_lost = True
-                raise
-        lock = self._ldap_object_lock
-        lock.acquire()
-        try:
-            return func(*args, **kwargs)
-        except ldap.LDAPError as error:
-            if isinstance(error, (ldap.SERVER_DOWN, ldap.TIMEOUT)):
-                self._ldappool_lost = True
-            _explain_errno(error)
-            raise
-        finally:
-            lock.release()
-
-
-_BASE = ldap.ldapobject.SimpleLDAPObject
-_PAGED_RESULTS = "1.2.840.113556.1.4.319"
-
-
-def _explain_errno(error: Exception) -> None:
-    """Add the text of the error's ``errno`` as its ``info``, as python-ldap does."""
-    details = error.args[0] if error.args else None
-    if isinstance(details, dict) and "info" not in details and "errno" in details:
-        with contextlib.suppress(TypeError, ValueError, OverflowError):
-            details["info"] = os.strerror(details["errno"])
-
-
-def _continues_paging(controls: Any) -> bool:
-    """A page after the first: its cookie means nothing on another connection, so
-    such a search is not retried (the server would answer a protocol error)."""
-    return any(
-        getattr(c, "controlType", None) == _PAGED_RESULTS and getattr(c, "cookie", None)
-        for c in controls or ()
-    )
+# The python-ldap classes each ldappool error is an instance of too (ldappool 3.x let
+# these through): the most specific match first.
+_NATIVE_ERRORS: tuple[tuple[type[LDAPPoolError], type[Exception]], ...] = (
+    (InvalidCredentialsError, ldap.INVALID_CREDENTIALS),
+    (BackendTimeoutError, ldap.TIMEOUT),
+    (ServerDownError, ldap.SERVER_DOWN),
+    (BackendError, ldap.LDAPError),
+)
 
 
 class PythonLdapConnection:
     """One pooled python-ldap connection (the port's ``Connection``)."""
 
     def __init__(
-        self, native: PooledLDAPObject, uri: str, driver: PythonLdapDriver | None = None
+        self, native: StateConnector, uri: str, driver: PythonLdapDriver | None = None
     ) -> None:
         self._native = native
         self._driver = driver or PythonLdapDriver()
@@ -190,7 +71,7 @@ class PythonLdapConnection:
         return f"<PythonLdapConnection {self._uri} {state}>"
 
     @property
-    def native(self) -> PooledLDAPObject:
+    def native(self) -> StateConnector:
         """The LDAPObject lent to users."""
         return self._native
 
@@ -223,7 +104,7 @@ class PythonLdapConnection:
 
     def ping(self) -> None:
         """One WhoAmI round trip."""
-        _BASE.whoami_s(self._native)
+        BASE.whoami_s(self._native)
 
     def reconnect(self, server: Server, settings: ConnectSettings) -> None:
         """Move a new libldap handle (``_l``) under the same LDAPObject.
@@ -233,18 +114,23 @@ class PythonLdapConnection:
         """
         fresh = self._driver.connect(server, settings)._native
         native = self._native
-        native._l, native.timeout, native._uri = fresh._l, fresh.timeout, server.uri
-        native._ldappool_lost = False
+        state = native.__dict__
+        state["_l"], state["timeout"], state["_uri"] = fresh._l, fresh.timeout, server.uri
+        state["_ldappool_lost"], state["_connection_time"] = False, None
         self._unwatch()
         self._uri, self._fd, self._closed = server.uri, -1, False
+        for option, value in native._ldappool_options.items():  # the holder's options
+            with contextlib.suppress(ldap.LDAPError, ValueError, TypeError):
+                BASE.set_option(native, option, value)
 
-    def set_recovery(self, recover: Callable[[], None] | None) -> None:
-        """Install (or, with None, remove) the pool's reconnect for lost reads."""
+    def set_owner(self, owner: Owner | None) -> None:
+        """Install (or, with None, remove) the pool's side: recovery and ``active``."""
         # Straight into __dict__: SimpleLDAPObject.__setattr__ is a Python-level detour.
-        self._native.__dict__["_ldappool_recover"] = recover
+        self._native.__dict__["_ldappool_owner"] = owner
 
     def identity_changed(self) -> bool:
-        """True after a holder bind, unbind or SERVER_DOWN: the identity is not the lent one."""
+        """True after a holder bind, unbind or SERVER_DOWN, or ``connected`` set False:
+        the identity is not the lent one, or the holder wants the connection closed."""
         native = self._native
         return native._ldappool_rebound or native._ldappool_lost
 
@@ -253,6 +139,7 @@ class PythonLdapConnection:
         if self._closed:
             return
         self._closed = True
+        self.set_owner(None)
         with contextlib.suppress(Exception):  # closing is best effort by contract
             self._native.unbind_ext_s()
         self._unwatch()  # last: the watch's dup would keep the TCP connection open
@@ -273,6 +160,7 @@ class PythonLdapConnection:
         self._closed = True
         self._unwatch()  # closes only this process's copy of the dup
         native = self._native
+        native.__dict__["_ldappool_owner"] = None
         try:
             lock = native._ldap_object_lock._lock
             idle = bool(lock.acquire(False))
@@ -316,22 +204,63 @@ def _blackhole(fd: int) -> None:
 
 
 class PythonLdapDriver:
-    """Opens python-ldap connections and interprets python-ldap exceptions."""
+    """Opens python-ldap connections and interprets python-ldap exceptions.
+
+    ``options``: python-ldap options (``ldap.OPT_*``) set on every connection.
+    ``connector_cls``: the class of the connections lent, as ldappool 3.x's argument
+    of that name; built the 3.x way, ``connector_cls(uri, **connector_args)``. A
+    :class:`StateConnector` subclass is used as it is; another ``SimpleLDAPObject``
+    subclass gets StateConnector mixed in under it (so that the pool still notices
+    binds and lost connections, and retries reads); any other class is driven as a
+    duck-typed 3.x connector (:class:`~ldappool.drivers._legacy.LegacyConnection`).
+    """
 
     name = "python-ldap"
 
-    def __init__(self, *, options: Mapping[int, object] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        options: Mapping[int, object] | None = None,
+        connector_cls: type[Any] | None = None,
+        connector_args: Mapping[str, Any] | None = None,
+    ) -> None:
         self._options = dict(options or {})
+        self._legacy = connector_cls is not None and not _is_ldap_object(connector_cls)
+        self._native_class: type[Any] = (
+            cast(type[Any], connector_cls)
+            if self._legacy
+            else _state_connector_class(connector_cls)
+        )
+        self._connector_args = dict(connector_args or {})
 
     def __repr__(self) -> str:
-        return f"PythonLdapDriver(options={self._options!r})"
+        return (
+            f"PythonLdapDriver(options={self._options!r}, "
+            f"connector_cls={self._native_class.__qualname__})"
+        )
 
-    def connect(self, server: Server, settings: ConnectSettings) -> PythonLdapConnection:
+    @property
+    def connector_cls(self) -> type[Any]:
+        """The class of the native connections lent out."""
+        return self._native_class
+
+    @property
+    def any_scheme(self) -> bool:
+        """A duck-typed connector class decides what its URIs mean."""
+        return self._legacy
+
+    def connect(
+        self, server: Server, settings: ConnectSettings
+    ) -> PythonLdapConnection | LegacyConnection:
         """Configure a connection and StartTLS if asked; the TCP connect is lazy otherwise."""
         if settings.timeout is not None and settings.timeout <= 0:
             # 0 would turn every synchronous call into a poll returning None.
             raise ValueError(f"timeout must be > 0 or None, not {settings.timeout!r}")
-        native = PooledLDAPObject(server.uri)
+        if self._legacy:
+            return LegacyConnection.open(
+                self._native_class, server, settings, self._connector_args
+            )
+        native = self._native_class(server.uri, **self._connector_args)
         try:
             self._configure(native, server, settings)
             if settings.use_tls and server.scheme != "ldaps":
@@ -343,18 +272,23 @@ class PythonLdapDriver:
         return PythonLdapConnection(native, server.uri, self)
 
     def _configure(self, native: Any, server: Server, settings: ConnectSettings) -> None:
+        # BASE.set_option: the pool's own options are not the holder's, to set again
+        # on a new transport (StateConnector.set_option).
+        def set_option(option: int, value: object) -> None:
+            BASE.set_option(native, option, value)
+
         timeout = _NO_LIMIT if settings.timeout is None else settings.timeout
-        native.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
-        native.set_option(ldap.OPT_REFERRALS, 0)
+        set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
+        set_option(ldap.OPT_REFERRALS, 0)
         # NETWORK_TIMEOUT bounds connect(); TIMEOUT bounds libldap's synchronous
         # calls (StartTLS, WhoAmI, SASL) and ldap_result() without a timeout;
         # .timeout is what python-ldap's own *_s methods pass to result().
-        native.set_option(ldap.OPT_NETWORK_TIMEOUT, settings.timeout)
-        native.set_option(ldap.OPT_TIMEOUT, settings.timeout)
-        native.timeout = timeout
+        set_option(ldap.OPT_NETWORK_TIMEOUT, settings.timeout)
+        set_option(ldap.OPT_TIMEOUT, settings.timeout)
+        native.__dict__["timeout"] = timeout
         uses_tls = server.scheme == "ldaps" or settings.use_tls
-        if uses_tls:
-            tls = settings.tls
+        tls = settings.tls if uses_tls else None
+        if tls is not None:  # the manager's own material, else python-ldap's globals
             ca_file, ca_dir = tls.ca_file, None
             if ca_file is None and tls.verify:
                 ca_file, ca_dir = _default_trust()
@@ -366,19 +300,29 @@ class PythonLdapDriver:
             )
             for option, path in files:
                 if path is not None:
-                    native.set_option(option, path)
+                    set_option(option, path)
             require = ldap.OPT_X_TLS_DEMAND if tls.verify else ldap.OPT_X_TLS_NEVER
-            native.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, require)
-            if settings.timeout is not None:
-                # libldap 2.5 bounds the TLS handshake (ldaps:// or after StartTLS) by
-                # NETWORK_TIMEOUT only in async-connect mode: otherwise it spins on
-                # a silent server forever, at 100% CPU.
-                native.set_option(ldap.OPT_CONNECT_ASYNC, 1)
+            set_option(ldap.OPT_X_TLS_REQUIRE_CERT, require)
+        if uses_tls and settings.timeout is not None:
+            # libldap 2.5 bounds the TLS handshake (ldaps:// or after StartTLS) by
+            # NETWORK_TIMEOUT only in async-connect mode: otherwise it spins on
+            # a silent server forever, at 100% CPU.
+            set_option(ldap.OPT_CONNECT_ASYNC, 1)
         for option, value in self._options.items():
-            native.set_option(option, value)
-        if uses_tls:
+            set_option(option, value)
+        if tls is not None:
             # Builds this connection's TLS context from the options above: must be last.
-            native.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+            set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+
+    def error_bases(
+        self, error: type[LDAPPoolError], cause: BaseException | None
+    ) -> tuple[type[BaseException], ...]:
+        """python-ldap's classes for ``error``: what 3.x let through, and the cause's own."""
+        bases: list[type[BaseException]] = []
+        if isinstance(cause, ldap.LDAPError) and type(cause).__module__ == "ldap":
+            bases.append(type(cause))  # e.g. INAPPROPRIATE_AUTH, UNWILLING_TO_PERFORM
+        bases += [native for ours, native in _NATIVE_ERRORS if issubclass(error, ours)][:1]
+        return tuple(bases)
 
     def classify(self, error: BaseException) -> ErrorKind:
         """Say what a python-ldap (or socket) exception means to the pool.
@@ -397,6 +341,31 @@ class PythonLdapDriver:
         if isinstance(error, (*_DOWN_ERRORS, OSError)):
             return ErrorKind.DOWN
         return ErrorKind.OTHER
+
+
+def _is_ldap_object(cls: object) -> bool:
+    if not isinstance(cls, type):
+        raise TypeError(f"connector_cls must be a class, not {type(cls).__name__}")
+    return issubclass(cls, BASE)
+
+
+_MIXED: dict[type[Any], type[StateConnector]] = {}
+
+
+def _state_connector_class(cls: type[Any] | None) -> type[StateConnector]:
+    """The class to build: StateConnector's own, or mixed under another LDAPObject's."""
+    if cls is None or issubclass(cls, StateConnector):
+        return cls or StateConnector
+    if issubclass(cls, ldap.ldapobject.ReconnectLDAPObject):
+        raise TypeError(
+            f"connector_cls: {cls.__qualname__} is a ReconnectLDAPObject, which reconnects "
+            "and replays writes on its own; derive it from ldappool.StateConnector instead"
+        )
+    mixed = _MIXED.get(cls)
+    if mixed is None:  # the class's own methods first, StateConnector's under them
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        mixed = _MIXED[cls] = type(cls.__name__, (cls, StateConnector), namespace)
+    return mixed
 
 
 def _default_trust() -> tuple[str | None, str | None]:

@@ -7,7 +7,7 @@ import random
 
 import attrs
 
-from ldappool._validate import non_negative, positive_or_none
+from ldappool._validate import non_negative, non_negative_or_none, positive_or_none
 
 __all__ = ["LifetimePolicy"]
 
@@ -28,8 +28,9 @@ class LifetimePolicy:
     a peer that vanished without closing (a firewall dropping idle flows, a host gone).
     """
 
-    #: Seconds a connection may live, from its connect (``max_lifetime``); None: forever.
-    max_lifetime: float | None = attrs.field(default=600.0, validator=positive_or_none)
+    #: Seconds a connection may live, from its connect (``max_lifetime``); None: forever;
+    #: 0: never reused (closed at checkin), as in ldappool 3.x.
+    max_lifetime: float | None = attrs.field(default=600.0, validator=non_negative_or_none)
     #: Seconds idle after which a connection is closed instead of lent; None: never.
     max_idle: float | None = attrs.field(default=None, validator=positive_or_none)
     #: Seconds idle after which a connection is pinged before it is lent; None: never.
