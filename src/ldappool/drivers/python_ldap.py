@@ -132,7 +132,8 @@ class PythonLdapConnection:
         """True after a holder bind, unbind or SERVER_DOWN, or ``connected`` set False:
         the identity is not the lent one, or the holder wants the connection closed."""
         native = self._native
-        return native._ldappool_rebound or native._ldappool_lost
+        changed: bool = native._ldappool_rebound or native._ldappool_lost
+        return changed
 
     def close(self) -> None:
         """Unbind and release the socket; never raises, idempotent."""
