@@ -311,3 +311,28 @@ def test_holder_options_survive_a_reconnect_under_a_read(fresh_slapd: Slapd) -> 
         assert cm.stats().recovered == 1
     finally:
         cm.close()
+
+
+def test_a_plain_ldapobject_connector_cls_keeps_the_pools_promises(fresh_slapd: Slapd) -> None:
+    """A SimpleLDAPObject subclass (not a StateConnector): liveness, read retry, cap."""
+
+    class Connector(ldap.ldapobject.SimpleLDAPObject, ldap.resiter.ResultProcessor):  # type: ignore[misc]
+        def __init__(self, uri: str, **kwargs: Any) -> None:
+            super().__init__(uri, **kwargs)
+            self.made_by_me = True
+
+    cm = ConnectionManager(fresh_slapd.ldap_uri, fresh_slapd.root_dn, fresh_slapd.root_pw,
+                           2, 3, 0.1, False, 5, Connector)  # fmt: skip
+    try:
+        with cm.connection() as conn:
+            assert isinstance(conn, Connector) and conn.made_by_me and conn.active
+            fresh_slapd.restart()
+            assert whoami(conn) == fresh_slapd.root_dn  # the read is retried
+        assert cm.stats().recovered == 1
+        fresh_slapd.restart()  # closes the idle connection: noticed at checkout
+        with cm.connection() as conn:
+            msgid = conn.search(fresh_slapd.people_dn, ldap.SCOPE_ONELEVEL, "(uid=*)")
+            assert len([1 for _, data, _, _ in conn.allresults(msgid) for _ in data]) == 3
+        assert cm.stats().stale == 1
+    finally:
+        cm.close()

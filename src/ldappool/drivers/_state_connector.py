@@ -16,7 +16,7 @@ from typing import Any
 import ldap
 import ldap.ldapobject
 
-from ldappool.connector import Owner
+from ldappool.drivers._shared import LentState
 
 __all__ = ["BASE", "StateConnector", "continues_paging"]
 
@@ -26,7 +26,7 @@ _LOST_ERRORS = (ldap.SERVER_DOWN, ldap.UNAVAILABLE)
 _PAGED_RESULTS = "1.2.840.113556.1.4.319"
 
 
-class StateConnector(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
+class StateConnector(LentState, ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
     """A SimpleLDAPObject that knows its state, and tells the pool what its holder did.
 
     - ``connected``: bound (True after ``simple_bind_s``, False after an unbind).
@@ -46,7 +46,6 @@ class StateConnector(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
     they are kept as ``_retry_max`` and ``_retry_delay`` and not used.
     """
 
-    _ldappool_owner: Owner | None = None
     #: Never a password. Anything assigned to it is dropped (see __setattr__).
     cred: None = None
 
@@ -69,17 +68,6 @@ class StateConnector(ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
         elif name == "connected" and not value:  # 3.x: closed at checkin, not pooled
             self.__dict__["_ldappool_rebound"] = True
         super().__setattr__(name, value)
-
-    @property
-    def active(self) -> bool:
-        """Whether the pool has lent this connection out now."""
-        owner = self._ldappool_owner
-        return owner is not None and owner.lent
-
-    def get_lifetime(self) -> float:
-        """Seconds since the connection was bound (0 before, and after an unbind)."""
-        bound_at = self._connection_time
-        return 0 if bound_at is None else time.time() - bound_at
 
     def __str__(self) -> str:
         state = "connected" if self.connected else "disconnected"

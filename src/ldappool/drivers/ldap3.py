@@ -26,6 +26,7 @@ from ldap3.core import exceptions as lx
 
 from ldappool.connector import ConnectSettings, ErrorKind, Owner, Server, TLSSettings
 from ldappool.drivers._liveness import dead, probe
+from ldappool.drivers._shared import LentState
 from ldappool.errors import (
     BackendError,
     BackendTimeoutError,
@@ -77,7 +78,7 @@ _DOWN_ERRORS = (
 )
 
 
-class PooledConnection(ldap3.Connection):
+class PooledConnection(LentState, ldap3.Connection):
     """An ``ldap3.Connection`` that notes when its holder binds, rebinds or unbinds it.
 
     Otherwise exactly its base class. The pool reads the note at checkin: a connection
@@ -89,19 +90,6 @@ class PooledConnection(ldap3.Connection):
     """
 
     _ldappool_identity_changed = False
-    _ldappool_owner: Owner | None = None
-    _ldappool_bound_at: float | None = None
-
-    @property
-    def active(self) -> bool:
-        """Whether the pool has lent this connection out now."""
-        owner = self._ldappool_owner
-        return owner is not None and owner.lent
-
-    def get_lifetime(self) -> float:
-        """Seconds since the pool bound the connection (0 before)."""
-        bound_at = self._ldappool_bound_at
-        return 0 if bound_at is None else time.time() - bound_at
 
     # The reads retried once on a new connection while lent: search (and so paged
     # searches, page by page), compare, and the WhoAmI extended operation. search, on
@@ -226,8 +214,8 @@ class Ldap3Connection:
             native._ldappool_identity_changed = not ok
         if not ok:
             raise _result_error(native, "bind failed")
-        if native._ldappool_bound_at is None:
-            native._ldappool_bound_at = time.time()
+        if native._connection_time is None:
+            native._connection_time = time.time()
 
     def looks_alive(self) -> bool:
         """Whether the server has not closed the socket (see ``SocketWatch``): no I/O.
@@ -277,7 +265,7 @@ class Ldap3Connection:
         self._watched, self._alive = None, dead
         with contextlib.suppress(Exception):
             native.strategy.close()
-        native._ldappool_bound_at = None
+        native._connection_time = None
         native.server = self._driver._ldap3_server(server, settings)
         self._driver._open(native, server, settings)
 
