@@ -150,7 +150,7 @@ def _indent(text: str) -> str:
 
 def _update_readme(results: Sequence[Check], machine: Mapping[str, str]) -> None:
     """Rewrite the README's Performance section (between its markers) with this run's ratios."""
-    lines = "\n".join(f"    {c.line()}" for c in results)
+    lines = "\n".join(f"    {c.figure()}" for c in results)
     block = _README.format(
         start=README_START,
         end=README_END,
@@ -174,8 +174,9 @@ Performance
 ===========
 
 The headline ratios of the last ``make bench`` (a local slapd, {cpu}, {cores}
-cores, everything measured in one run): a pooled search against one on a connection
-kept open by hand; 32 threads against 8 on a pool of 8, and the same with strict
+cores, everything measured in one run; the targets are in ``docs/performance.rst``):
+a pooled search against one on a connection kept open by hand; 32 threads against 8
+on a pool of 8, and the same with strict
 first-come-first-served hand-off; a bare pool (a lock, a list, a ``with`` block)
 against the connection kept open, which is the floor of what any pool costs here; the
 pool's own cost at size 1000 against size 10; a pooled StartTLS search against opening

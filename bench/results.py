@@ -113,6 +113,12 @@ class Check:
             return False
         return self.value <= self.limit if self.at_most else self.value >= self.limit
 
+    def figure(self) -> str:
+        """The measurement alone, without target or verdict (the README's form)."""
+        value = "not measured" if self.value is None else f"{self.value:.3f}"
+        note = f"; {self.note}" if self.note else ""
+        return f"{self.name}: {value}{note}"
+
     def line(self) -> str:
         status = {True: "PASS", False: "FAIL", None: "INFO"}[self.passed]
         value = "not measured" if self.value is None else f"{self.value:.3f}"
