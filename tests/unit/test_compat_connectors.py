@@ -90,6 +90,14 @@ def test_state_connector_never_keeps_a_password() -> None:
     conn.unbind_ext()
 
 
+def test_reconnect_ldap_objects_apply_method_s_is_a_plain_call() -> None:
+    conn = StateConnector(NOWHERE)
+    calls: list[tuple[object, ...]] = []
+    assert conn._apply_method_s(lambda *args: calls.append(args) or "done", 1, 2) == "done"
+    assert calls == [(conn, 1, 2)]
+    conn.unbind_ext()
+
+
 def test_holder_setting_connected_false_closes_it_at_checkin() -> None:
     conn = PythonLdapConnection(StateConnector(NOWHERE), NOWHERE)
     assert not conn.identity_changed()

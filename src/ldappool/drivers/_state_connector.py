@@ -108,6 +108,11 @@ class StateConnector(LentState, ldap.ldapobject.SimpleLDAPObject):  # type: igno
         state["connected"], state["who"], state["_connection_time"] = False, None, None
         return super().unbind_ext(*args, **kwargs)
 
+    def _apply_method_s(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """ReconnectLDAPObject's, which 3.x StateConnector subclasses call: here a plain
+        call, since the pool is what retries (reads only, once)."""
+        return func(self, *args, **kwargs)
+
     def set_option(self, option: int, invalue: Any) -> Any:
         """python-ldap's set_option; the pool sets it again on a new transport."""
         self._ldappool_options[option] = invalue
