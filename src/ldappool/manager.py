@@ -121,7 +121,7 @@ class ConnectionManager:
         self._servers = servers
         self._lifetime = lifetime
         self._hasher = IdentityHasher()
-        self._default = self._hasher.identity(self._bind, self._passwd)
+        self._set_default_identity(self._bind, self._passwd)
         self._clock = clock
         settings = ConnectSettings(timeout=seconds, use_tls=self._use_tls, tls=tls)
         self._connector = Connector(self._driver, servers, settings, retry, failover, clock)
@@ -169,8 +169,7 @@ class ConnectionManager:
 
     @bind.setter
     def bind(self, dn: str | None) -> None:
-        self._bind = check_optional_str("bind", dn)
-        self._default = self._hasher.identity(self._bind, self._passwd)
+        self._set_default_identity(check_optional_str("bind", dn), self._passwd)
 
     @property
     def passwd(self) -> str | None:
@@ -179,8 +178,11 @@ class ConnectionManager:
 
     @passwd.setter
     def passwd(self, password: str | None) -> None:
-        self._passwd = check_optional_str("passwd", password)
-        self._default = self._hasher.identity(self._bind, self._passwd)
+        self._set_default_identity(self._bind, check_optional_str("passwd", password))
+
+    def _set_default_identity(self, bind: str | None, passwd: str | None) -> None:
+        self._bind, self._passwd = bind, passwd
+        self._default = self._hasher.identity(bind, passwd)
 
     @property
     def retry(self) -> RetryPolicy:
