@@ -96,7 +96,7 @@ def steps(target: Target, driver: str, conns: list[Any], closing: ExitStack) -> 
         with cm.connection():
             pass
         if not looks:
-            cm._pool._slots[0].conn.looks_alive = lambda: True  # type: ignore[union-attr,method-assign]
+            cm._pool._machine._slots[0].conn.looks_alive = lambda: True  # type: ignore[union-attr,method-assign]
 
         def pooled(cm: ConnectionManager = cm) -> None:
             with cm.connection() as conn:

@@ -6,19 +6,10 @@
 ...     conn.search_s("dc=example,dc=org", ldap.SCOPE_SUBTREE, "(uid=alice)")
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from ldappool.connector import (
-    Connection,
-    ConnectSettings,
-    Driver,
-    ErrorKind,
-    Owner,
-    Server,
-    TLSSettings,
-)
-from ldappool.drivers import resolve
-from ldappool.errors import (
+from ldappool._errors import (
     BackendError,
     BackendTimeoutError,
     DriverNotInstalledError,
@@ -28,16 +19,28 @@ from ldappool.errors import (
     PoolClosedError,
     ServerDownError,
 )
-from ldappool.manager import ConnectionManager
-from ldappool.policies import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy, RoundRobin
-from ldappool.stats import Stats
+from ldappool._manager import ConnectionManager
+from ldappool._policies import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy, RoundRobin
+from ldappool._port import (
+    Connection,
+    ConnectSettings,
+    Driver,
+    ErrorKind,
+    Owner,
+    Server,
+    TLSSettings,
+)
+from ldappool._registry import ENTRY_POINT_GROUP, available_drivers, resolve
+from ldappool._stats import Stats
 
 if TYPE_CHECKING:
-    from ldappool.drivers.python_ldap import StateConnector
+    from ldappool._drivers.ldap3 import Ldap3Driver
+    from ldappool._drivers.python_ldap import PythonLdapDriver, StateConnector
 
 __version__ = "4.0.0.dev0"
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "BackendError",
     "BackendTimeoutError",
     "ConnectSettings",
@@ -50,10 +53,12 @@ __all__ = [
     "InOrder",
     "InvalidCredentialsError",
     "LDAPPoolError",
+    "Ldap3Driver",
     "LifetimePolicy",
     "MaxConnectionReachedError",
     "Owner",
     "PoolClosedError",
+    "PythonLdapDriver",
     "RetryPolicy",
     "RoundRobin",
     "Server",
@@ -61,15 +66,23 @@ __all__ = [
     "StateConnector",
     "Stats",
     "TLSSettings",
+    "available_drivers",
 ]
+
+#: Public names that need a driver's package, imported on first use: users of one
+#: driver need not install the other's library. name -> (driver, module).
+_LAZY = {
+    "StateConnector": ("python-ldap", "ldappool._drivers.python_ldap"),
+    "PythonLdapDriver": ("python-ldap", "ldappool._drivers.python_ldap"),
+    "Ldap3Driver": ("ldap3", "ldappool._drivers.ldap3"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    """``ldappool.StateConnector`` (as in 3.x), imported on first use: it needs python-ldap,
-    which users of the ldap3 driver need not install."""
-    if name == "StateConnector":
-        resolve("python-ldap")  # DriverNotInstalledError naming the extra, if missing
-        from ldappool.drivers.python_ldap import StateConnector  # noqa: PLC0415
-
-        return StateConnector
+    """``ldappool.StateConnector`` (as in 3.x) and the driver classes, on first use."""
+    if name in _LAZY:
+        driver, module_name = _LAZY[name]
+        resolve(driver)  # DriverNotInstalledError naming the extra, if missing
+        module = importlib.import_module(module_name)
+        return getattr(module, name)
     raise AttributeError(f"module 'ldappool' has no attribute {name!r}")

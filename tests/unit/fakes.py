@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ldappool.connector import ConnectSettings, ErrorKind, Owner, Server
+from ldappool._port import ConnectSettings, ErrorKind, Owner, Server
 
 
 class FakeDown(Exception):

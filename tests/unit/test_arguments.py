@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ldappool import ConnectionManager, DriverNotInstalledError, RetryPolicy
-from ldappool.uris import parse_uris
+from ldappool._uris import parse_uris
 from tests.unit.fakes import FakeDriver, FakeServer
 
 
@@ -111,7 +111,7 @@ def test_missing_driver_package_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     import sys
 
     monkeypatch.setitem(sys.modules, "ldap3", None)  # makes `import ldap3` fail
-    monkeypatch.delitem(sys.modules, "ldappool.drivers.ldap3", raising=False)
+    monkeypatch.delitem(sys.modules, "ldappool._drivers.ldap3", raising=False)
     with pytest.raises(DriverNotInstalledError, match=r"ldappool\[ldap3\]"):
         make(driver="ldap3")
     with pytest.raises(ImportError):  # it is an ImportError too

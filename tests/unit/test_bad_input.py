@@ -41,7 +41,7 @@ BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
         st.floats(max_value=0).filter(lambda v: v != -1), bad_float, not_a_number
     ),
     "use_pool": st.one_of(st.integers(), st.text(max_size=3), st.none()),
-    "max_lifetime": st.one_of(st.floats(max_value=0), bad_float, not_a_number),
+    "max_lifetime": st.one_of(st.floats(max_value=0, exclude_max=True), bad_float, not_a_number),
     "pool_timeout": st.one_of(st.floats(max_value=-1e-9), bad_float, not_a_number),
     "tls_ca_file": st.one_of(st.just(""), st.integers(), st.binary(min_size=1, max_size=4)),
     "tls_cert_file": st.one_of(st.just(""), st.integers()),

@@ -11,13 +11,14 @@ import pytest
 from ldappool import (
     BackendError,
     ConnectionManager,
+    ErrorKind,
     InvalidCredentialsError,
     LDAPPoolError,
     MaxConnectionReachedError,
     RetryPolicy,
     ServerDownError,
 )
-from ldappool.errors import driver_flavoured
+from ldappool._errors import driver_flavoured
 from tests.unit.fakes import FakeDriver, FakeServer, live_connections
 from tests.unit.polling import eventually
 
@@ -221,9 +222,9 @@ def test_flavoured_errors_come_from_the_drivers_error_bases(
 ) -> None:
     class FlavouredDriver(FakeDriver):
         def error_bases(
-            self, error: type[LDAPPoolError], cause: BaseException | None
+            self, kind: ErrorKind, cause: BaseException | None
         ) -> tuple[type[BaseException], ...]:
-            return (NativeDown,) if issubclass(error, ServerDownError) else ()
+            return (NativeDown,) if kind is ErrorKind.DOWN else ()
 
     cm = make_cm(driver=FlavouredDriver(a=server), retry_max=1)
     server.up = False

@@ -17,8 +17,8 @@ import pytest
 
 import ldappool
 from ldappool import ConnectionManager, MaxConnectionReachedError, StateConnector
-from ldappool.drivers.ldap3 import Ldap3Driver, PooledConnection
-from ldappool.drivers.python_ldap import PythonLdapConnection, PythonLdapDriver
+from ldappool._drivers.ldap3 import Ldap3Driver, PooledConnection
+from ldappool._drivers.python_ldap import PythonLdapConnection, PythonLdapDriver
 
 NOWHERE = "ldap://127.0.0.1:9"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from ldappool import ConnectionManager
-from ldappool.identity import IdentityHasher
+from ldappool._identity import IdentityHasher
 from tests.unit.fakes import FakeClock
 
 MakeCM = Callable[..., ConnectionManager]
@@ -67,9 +67,12 @@ def test_passwords_are_held_only_while_lent(make_cm: MakeCM) -> None:
     lease = cm.connection("cn=alice", "alice-pw")
     with lease:
         assert "alice-pw" not in repr(lease)
-        assert lease.cred == "alice-pw"  # to rebind, should a read recovery reconnect
-    assert lease.cred is None
-    assert all(slot.lease is None for slot in cm._pool._slots)
+        (lent,) = [slot for slot in cm._pool._machine._slots if slot.in_use]
+        assert lent.credentials is not None
+        assert lent.credentials.cred == "alice-pw"  # to rebind, should a read recovery reconnect
+        assert "alice-pw" not in repr(lent.credentials)
+    assert lease._credentials is None
+    assert all(slot.credentials is None for slot in cm._pool._machine._slots)
 
 
 def test_identity_digest_is_keyed_per_hasher() -> None:

@@ -21,9 +21,9 @@ ldap3 = pytest.importorskip("ldap3")
 from ldap3.core import exceptions as lx  # noqa: E402
 from ldap3.core.exceptions import communication_exception_factory  # noqa: E402
 
-from ldappool.connector import ConnectSettings, ErrorKind, Server, TLSSettings  # noqa: E402
-from ldappool.drivers import resolve  # noqa: E402
-from ldappool.drivers.ldap3 import Ldap3Connection, Ldap3Driver, PooledConnection  # noqa: E402
+from ldappool._drivers.ldap3 import Ldap3Connection, Ldap3Driver, PooledConnection  # noqa: E402
+from ldappool._port import ConnectSettings, ErrorKind, Server, TLSSettings  # noqa: E402
+from ldappool._registry import resolve  # noqa: E402
 from tests.unit.polling import eventually  # noqa: E402
 
 ALICE, ALICE_PW = "cn=alice,o=test", "alice-pw"

@@ -23,7 +23,13 @@ import pytest
 ldap = pytest.importorskip("ldap")
 slapdtest = pytest.importorskip("slapdtest")
 
-from ldappool.connector import (  # noqa: E402
+from ldappool._drivers import python_ldap  # noqa: E402
+from ldappool._drivers.python_ldap import (  # noqa: E402
+    PooledLDAPObject,
+    PythonLdapConnection,
+    PythonLdapDriver,
+)
+from ldappool._port import (  # noqa: E402
     Connection,
     ConnectSettings,
     Driver,
@@ -31,12 +37,7 @@ from ldappool.connector import (  # noqa: E402
     Server,
     TLSSettings,
 )
-from ldappool.drivers import python_ldap, resolve  # noqa: E402
-from ldappool.drivers.python_ldap import (  # noqa: E402
-    PooledLDAPObject,
-    PythonLdapConnection,
-    PythonLdapDriver,
-)
+from ldappool._registry import resolve  # noqa: E402
 from tests.unit.polling import eventually  # noqa: E402
 
 CERTS = Path(slapdtest.__file__).parent / "certs"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ldappool.drivers._liveness import SocketWatch
+from ldappool._drivers._liveness import SocketWatch
 from tests.unit.polling import eventually
 
 

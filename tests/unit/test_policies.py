@@ -7,7 +7,7 @@ import math
 import pytest
 
 from ldappool import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy, RoundRobin
-from ldappool.uris import parse_uris
+from ldappool._uris import parse_uris
 
 
 def test_retry_policy_defaults_match_the_seed() -> None:

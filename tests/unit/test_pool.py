@@ -16,8 +16,7 @@ from ldappool import (
     MaxConnectionReachedError,
     PoolClosedError,
 )
-from ldappool.lease import Lease
-from ldappool.waiting import Waiter
+from ldappool._threaded import _ThreadWaiter as Waiter
 from tests.unit.fakes import FakeClock, FakeDown, FakeDriver, FakeNoSuchObject, FakeServer
 
 MakeCM = Callable[..., ConnectionManager]
@@ -566,7 +565,7 @@ def test_interrupted_waiter_leaves_the_queue_without_losing_a_slot(make_cm: Make
     Waiter.wait = interrupted  # type: ignore[method-assign]
     try:
         with pytest.raises(KeyboardInterrupt):
-            pool.checkout(Lease(pool, cm._default, "cn=svc", "svc-secret"))
+            pool.checkout(cm._default)
     finally:
         Waiter.wait = real_wait  # type: ignore[method-assign]
     assert cm.stats().waiting == 0

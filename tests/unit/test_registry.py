@@ -6,7 +6,8 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from ldappool import ConnectionManager, drivers
+from ldappool import ConnectionManager
+from ldappool import _registry as drivers
 from tests.unit.fakes import FakeDriver, FakeServer
 
 
@@ -38,7 +39,7 @@ def test_entry_point_driver(monkeypatch: pytest.MonkeyPatch) -> None:
         return [point] if group == drivers.ENTRY_POINT_GROUP else []
 
     monkeypatch.setattr(drivers, "entry_points", fake_entry_points)
-    assert "example" in drivers.available()
+    assert "example" in drivers.available_drivers()
     cm = ConnectionManager("ldap://a", driver="example")
     with cm.connection() as conn:
         assert conn.search() == "result"

@@ -24,16 +24,9 @@ from urllib.parse import quote
 import ldap3
 from ldap3.core import exceptions as lx
 
-from ldappool.connector import ConnectSettings, ErrorKind, Owner, Server, TLSSettings
-from ldappool.drivers._liveness import dead, probe
-from ldappool.drivers._shared import LentState
-from ldappool.errors import (
-    BackendError,
-    BackendTimeoutError,
-    InvalidCredentialsError,
-    LDAPPoolError,
-    ServerDownError,
-)
+from ldappool._drivers._liveness import dead, probe
+from ldappool._drivers._shared import LentState
+from ldappool._port import ConnectSettings, ErrorKind, Owner, Server, TLSSettings
 
 __all__ = ["Ldap3Connection", "Ldap3Driver", "PooledConnection"]
 
@@ -62,12 +55,13 @@ _CREDENTIAL_ERRORS = (
     lx.LDAPUserNameIsMandatoryError,  # an unauthenticated (anonymous) bind
 )
 # The ldap3 classes each ldappool error is an instance of too: the most specific first.
-_NATIVE_ERRORS: tuple[tuple[type[LDAPPoolError], type[Exception]], ...] = (
-    (InvalidCredentialsError, lx.LDAPInvalidCredentialsResult),
-    (BackendTimeoutError, lx.LDAPResponseTimeoutError),
-    (ServerDownError, lx.LDAPCommunicationError),
-    (BackendError, lx.LDAPException),
-)
+#: The driver's class for each kind of error ldappool raises: what 3.x let through.
+_NATIVE_ERRORS: dict[ErrorKind, type[Exception]] = {
+    ErrorKind.CREDENTIALS: lx.LDAPInvalidCredentialsResult,
+    ErrorKind.TIMEOUT: lx.LDAPResponseTimeoutError,
+    ErrorKind.DOWN: lx.LDAPCommunicationError,
+    ErrorKind.OTHER: lx.LDAPException,
+}
 _DOWN_ERRORS = (
     lx.LDAPCommunicationError,  # socket open/send/receive, session terminated by server...
     lx.LDAPStartTLSError,  # StartTLS refused, or the handshake or certificate check failed
@@ -428,15 +422,16 @@ class Ldap3Driver:
         return self._native_class
 
     def error_bases(
-        self, error: type[LDAPPoolError], cause: BaseException | None
+        self, kind: ErrorKind, cause: BaseException | None
     ) -> tuple[type[BaseException], ...]:
-        """ldap3's classes for ``error``: its family, and the cause's own class when it is
-        one of ldap3's (not the ones ldap3 makes at run time for socket errors)."""
+        """ldap3's classes for an error of this ``kind``: its family, and the cause's own
+        class when it is one of ldap3's (not the ones ldap3 makes at run time for socket
+        errors)."""
         bases: list[type[BaseException]] = []
-        kind = type(cause)
-        if isinstance(cause, lx.LDAPException) and getattr(lx, kind.__name__, None) is kind:
-            bases.append(kind)
-        bases += [native for ours, native in _NATIVE_ERRORS if issubclass(error, ours)][:1]
+        own = type(cause)
+        if isinstance(cause, lx.LDAPException) and getattr(lx, own.__name__, None) is own:
+            bases.append(own)
+        bases.append(_NATIVE_ERRORS[kind])
         return tuple(bases)
 
     @property

@@ -1,7 +1,9 @@
-"""Opening and binding one connection, with the retry and failover policies.
+"""The dialer: opens one bound connection, servers in failover order, attempts per retry.
 
-This is the only place that loops over servers and attempts. It runs outside the pool
-lock; the pool has already reserved a slot for the connection it opens.
+This is the only place that loops over servers and attempts, and the only place that
+turns a driver's error into an ldappool one (the class from ``ERROR_FOR_KIND``, also an
+instance of the driver's own classes). It blocks (connects, binds, sleeps between
+attempts), so it runs outside the pool lock, on a slot the pool has already reserved.
 """
 
 from __future__ import annotations
@@ -9,27 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from ldappool.clock import Clock
-from ldappool.connector import Connection, ConnectSettings, Driver, ErrorKind, Server
-from ldappool.errors import (
-    BackendError,
-    BackendTimeoutError,
-    InvalidCredentialsError,
-    LDAPPoolError,
-    ServerDownError,
-    driver_flavoured,
-)
-from ldappool.policies import FailoverPolicy, RetryPolicy
+from ldappool._clock import Clock
+from ldappool._errors import ERROR_FOR_KIND, LDAPPoolError, driver_flavoured
+from ldappool._policies import FailoverPolicy, RetryPolicy
+from ldappool._port import Connection, ConnectSettings, Driver, ErrorKind, Server
 
-__all__ = ["TRANSIENT", "Connector"]
+__all__ = ["Dialer"]
 
 log = logging.getLogger("ldappool")
 
-#: What an error must mean to be worth another attempt, or for a connection to be given up.
-TRANSIENT = (ErrorKind.DOWN, ErrorKind.TIMEOUT)
 
-
-class Connector:
+class Dialer:
     """Opens bound connections: each server in failover order, each retried per policy."""
 
     def __init__(
@@ -40,7 +32,6 @@ class Connector:
         retry: RetryPolicy,
         failover: FailoverPolicy,
         clock: Clock,
-        count: Callable[[str], None] | None = None,
     ) -> None:
         self.driver = driver
         self.servers = tuple(servers)
@@ -48,8 +39,8 @@ class Connector:
         self.retry = retry
         self.failover = failover
         self._clock = clock
-        #: Counts outcomes by name; the pool that uses this connector installs its own.
-        self.count: Callable[[str], None] = count or (lambda _name: None)
+        #: Counts outcomes by name; the pool that uses this dialer installs its own.
+        self.count: Callable[[str], None] = lambda _name: None
         # server -> monotonic time until which it is quarantined (see FailoverPolicy).
         self._quarantine: dict[Server, float] = {}
 
@@ -97,9 +88,7 @@ class Connector:
                     conn = attempt_on(server)
                 except Exception as exc:
                     kind = self.driver.classify(exc)
-                    if kind is ErrorKind.CREDENTIALS:
-                        self.count("invalid_credentials")
-                    if kind not in TRANSIENT:  # no retry or other server can fix it
+                    if not kind.transient:  # no retry or other server can fix it
                         raise self.refusal(kind, exc, server, who, "connection") from exc
                     self.count("connect_errors")
                     log.debug("attempt %d on %s failed: %r", attempt, server, exc)
@@ -119,10 +108,9 @@ class Connector:
                 self._quarantine[server] = self._clock.monotonic() + self.failover.cooldown
             self.count("failovers")
             log.warning("giving up on %s after %d attempt(s): %r", server, attempt, last_error)
-        error_class = BackendTimeoutError if last_kind is ErrorKind.TIMEOUT else ServerDownError
         tried = ", ".join(str(s) for s in self.servers)
         raise self.error(
-            error_class,
+            last_kind,
             f"could not connect to {tried} after {attempts} attempt(s); "
             f"last error: {last_error!r}",
             last_server,
@@ -149,20 +137,23 @@ class Connector:
         """The error for a server's refusal (of the ``what``): wrong credentials, or
         another answer that no retry or other server can change."""
         if kind is ErrorKind.CREDENTIALS:
+            self.count("invalid_credentials")
             message = f"{server} refused the credentials for bind DN {who!r}"
-            return self.error(InvalidCredentialsError, message, server, exc)
-        return self.error(BackendError, f"{server} refused the {what}: {exc!r}", server, exc)
+        else:
+            message = f"{server} refused the {what}: {exc!r}"
+        return self.error(kind, message, server, exc)
 
     def error(
         self,
-        error: type[LDAPPoolError],
+        kind: ErrorKind,
         message: str,
         server: Server | None,
         cause: BaseException | None,
     ) -> LDAPPoolError:
-        """``error``, also an instance of the driver's matching classes (when the driver
-        names them: ``Driver.error_bases``), so that code written against the driver's
-        exceptions catches it too."""
+        """The ldappool error for a driver error of this ``kind``, also an instance of the
+        driver's matching classes (when the driver names them: ``Driver.error_bases``),
+        so that code written against the driver's exceptions catches it too."""
+        error = ERROR_FOR_KIND[kind]
         bases = getattr(self.driver, "error_bases", None)
-        native = tuple(bases(error, cause)) if bases is not None else ()
+        native = tuple(bases(kind, cause)) if bases is not None else ()
         return driver_flavoured(error, native, message, str(server) if server else None, cause)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Stats"]
+__all__ = ["COUNTER_NAMES", "Counters", "Stats"]
 
 
 @attrs.frozen
@@ -31,3 +31,47 @@ class Stats:
     connect_errors: int  #: failed connect/bind attempts (server down or timed out)
     failovers: int  #: times a server was given up for the next one
     invalid_credentials: int  #: binds refused for wrong DN or password
+
+
+#: The counters among Stats' fields (the others describe the pool now).
+COUNTER_NAMES = tuple(
+    a.name
+    for a in attrs.fields(Stats)
+    if a.name not in ("size", "connections", "in_use", "idle", "waiting")
+)
+
+
+class Counters:
+    """The pool's running counters: plain integer attributes, cheap to bump under the lock.
+
+    One attribute per counter field of :class:`Stats` (a unit test holds them equal).
+    """
+
+    __slots__ = COUNTER_NAMES
+
+    checkouts: int
+    waits: int
+    wait_timeouts: int
+    opened: int
+    closed: int
+    reused: int
+    rebinds: int
+    stale: int
+    expired: int
+    pings: int
+    lost: int
+    recovered: int
+    connect_errors: int
+    failovers: int
+    invalid_credentials: int
+
+    def __init__(self) -> None:
+        for name in COUNTER_NAMES:
+            setattr(self, name, 0)
+
+    def bump(self, name: str) -> None:
+        """Add one to the counter ``name`` (one of Stats' counter fields)."""
+        setattr(self, name, getattr(self, name) + 1)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNTER_NAMES}

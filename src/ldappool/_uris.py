@@ -1,11 +1,11 @@
-"""Parsing of the ``uri`` argument into :class:`~ldappool.connector.Server` objects."""
+"""Parsing of the ``uri`` argument into :class:`~ldappool._port.Server` objects."""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import unquote, urlsplit
 
-from ldappool.connector import Server
+from ldappool._port import Server
 
 __all__ = ["parse_uris"]
 

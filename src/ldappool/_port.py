@@ -1,9 +1,12 @@
-"""The connector port: all the pool core knows about LDAP.
+"""The port: everything the pool knows about LDAP, and all a driver needs to know of the pool.
 
-The core never imports a driver. It opens, binds, checks and closes connections
-through these two protocols, and learns what an exception means from
-:meth:`Driver.classify`. A new driver is one module implementing them plus one
-registry line (or an entry point in the ``ldappool.drivers`` group).
+The pool never imports a driver, and a driver imports nothing of ldappool but this
+module (and its own helpers). The pool opens, binds, checks and closes connections
+through the :class:`Driver` and :class:`Connection` protocols, learns what an
+exception means from :meth:`Driver.classify`, and gives each connection an
+:class:`Owner` (its side of the connection, for the read recovery). A new driver is one
+module implementing these plus one registry line (or an entry point in the
+``ldappool.drivers`` group).
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ class ErrorKind(enum.Enum):
     CREDENTIALS = "credentials"
     #: Anything else (no such object, size limit...): the connection is still healthy.
     OTHER = "other"
+
+    @property
+    def transient(self) -> bool:
+        """Whether the error may go away: worth another attempt or another server, and a
+        connection that raised it is given up (DOWN and TIMEOUT)."""
+        return self is ErrorKind.DOWN or self is ErrorKind.TIMEOUT
 
 
 @attrs.frozen
@@ -162,7 +171,8 @@ class Driver(Protocol):
     def classify(self, error: BaseException) -> ErrorKind:
         """Say what a driver exception means to the pool."""
 
-    # Optional: ``error_bases(error, cause) -> tuple of exception classes``. The
-    # ldappool ``error`` class about to be raised (with the driver's ``cause``, if
-    # any) is made an instance of these too, so that ``except`` clauses written for
-    # the driver's own exceptions catch it. A small fixed set per driver.
+    # Optional: ``error_bases(kind, cause) -> tuple of exception classes``. The
+    # ldappool error about to be raised for an error of this ``kind`` (with the
+    # driver's ``cause``, if any) is made an instance of these too, so that ``except``
+    # clauses written for the driver's own exceptions catch it. A small fixed set per
+    # driver.

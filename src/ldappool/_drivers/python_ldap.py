@@ -19,17 +19,10 @@ from typing import Any, cast
 import ldap
 import ldap.ldapobject
 
-from ldappool.connector import ConnectSettings, ErrorKind, Owner, Server
-from ldappool.drivers._legacy import LegacyConnection
-from ldappool.drivers._liveness import SocketWatch
-from ldappool.drivers._state_connector import BASE, StateConnector
-from ldappool.errors import (
-    BackendError,
-    BackendTimeoutError,
-    InvalidCredentialsError,
-    LDAPPoolError,
-    ServerDownError,
-)
+from ldappool._drivers._legacy import LegacyConnection
+from ldappool._drivers._liveness import SocketWatch
+from ldappool._drivers._state_connector import BASE, StateConnector
+from ldappool._port import ConnectSettings, ErrorKind, Owner, Server
 
 __all__ = ["PooledLDAPObject", "PythonLdapConnection", "PythonLdapDriver", "StateConnector"]
 
@@ -45,12 +38,13 @@ _DOWN_ERRORS = (ldap.SERVER_DOWN, ldap.CONNECT_ERROR, ldap.UNAVAILABLE, ldap.BUS
 _CREDENTIAL_ERRORS = (ldap.INVALID_CREDENTIALS, ldap.INAPPROPRIATE_AUTH)
 # The python-ldap classes each ldappool error is an instance of too (ldappool 3.x let
 # these through): the most specific match first.
-_NATIVE_ERRORS: tuple[tuple[type[LDAPPoolError], type[Exception]], ...] = (
-    (InvalidCredentialsError, ldap.INVALID_CREDENTIALS),
-    (BackendTimeoutError, ldap.TIMEOUT),
-    (ServerDownError, ldap.SERVER_DOWN),
-    (BackendError, ldap.LDAPError),
-)
+#: The driver's class for each kind of error ldappool raises: what 3.x let through.
+_NATIVE_ERRORS: dict[ErrorKind, type[Exception]] = {
+    ErrorKind.CREDENTIALS: ldap.INVALID_CREDENTIALS,
+    ErrorKind.TIMEOUT: ldap.TIMEOUT,
+    ErrorKind.DOWN: ldap.SERVER_DOWN,
+    ErrorKind.OTHER: ldap.LDAPError,
+}
 
 
 class PythonLdapConnection:
@@ -213,7 +207,7 @@ class PythonLdapDriver:
     :class:`StateConnector` subclass is used as it is; another ``SimpleLDAPObject``
     subclass gets StateConnector mixed in under it (so that the pool still notices
     binds and lost connections, and retries reads); any other class is driven as a
-    duck-typed 3.x connector (:class:`~ldappool.drivers._legacy.LegacyConnection`).
+    duck-typed 3.x connector (:class:`~ldappool._drivers._legacy.LegacyConnection`).
     """
 
     name = "python-ldap"
@@ -316,13 +310,14 @@ class PythonLdapDriver:
             set_option(ldap.OPT_X_TLS_NEWCTX, 0)
 
     def error_bases(
-        self, error: type[LDAPPoolError], cause: BaseException | None
+        self, kind: ErrorKind, cause: BaseException | None
     ) -> tuple[type[BaseException], ...]:
-        """python-ldap's classes for ``error``: what 3.x let through, and the cause's own."""
+        """python-ldap's classes for an error of this ``kind``: what 3.x let through, and
+        the cause's own."""
         bases: list[type[BaseException]] = []
         if isinstance(cause, ldap.LDAPError) and type(cause).__module__ == "ldap":
             bases.append(type(cause))  # e.g. INAPPROPRIATE_AUTH, UNWILLING_TO_PERFORM
-        bases += [native for ours, native in _NATIVE_ERRORS if issubclass(error, ours)][:1]
+        bases.append(_NATIVE_ERRORS[kind])
         return tuple(bases)
 
     def classify(self, error: BaseException) -> ErrorKind:

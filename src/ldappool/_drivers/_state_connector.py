@@ -16,7 +16,7 @@ from typing import Any
 import ldap
 import ldap.ldapobject
 
-from ldappool.drivers._shared import LentState
+from ldappool._drivers._shared import LentState
 
 __all__ = ["BASE", "StateConnector", "continues_paging"]
 

@@ -1,4 +1,4 @@
-"""Checkouts waiting on a full pool: who is served next, and how a waiter sleeps.
+"""Checkouts waiting on a full pool: who is served next, and when a slot is handed over.
 
 Waiters are served oldest first. A slot coming back is made free and the oldest waiter
 is woken to come and take it; a thread that is already running (typically the one that
@@ -11,45 +11,43 @@ is strictly fair, but under the GIL it turns every checkin into a thread switch 
 starve a waiter. At most one waiter is woken and not yet looking at a time, so a burst
 of checkins does not wake a herd.
 
-Everything here runs under the pool lock, except :meth:`Waiter.wait`.
+No threads here: a :class:`Waiter` is a token the runner makes (with its own way to
+block: a lock for threads, a future for asyncio) and the queue only orders them. Waking
+one is the machine's decision, delivered by calling :meth:`Waiter.wake`, which a
+runner implements without blocking.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 
-from ldappool.identity import Identity
-from ldappool.slots import Slot
+from ldappool._core.slots import Slot
+from ldappool._identity import Credentials
 
 __all__ = ["WaitQueue", "Waiter"]
 
 
 class Waiter:
-    """One checkout queued on a full pool."""
+    """One checkout queued on a full pool: the runner subclasses it with a way to block."""
 
-    __slots__ = ("_lock", "error", "identity", "since", "slot", "woken")
+    __slots__ = ("credentials", "error", "since", "slot", "woken")
 
-    def __init__(self, identity: Identity, since: float) -> None:
-        self.identity = identity
+    def __init__(self, credentials: Credentials, since: float) -> None:
+        self.credentials = credentials
         self.since = since
-        # A bare lock, taken now and released by wake(): the cheapest blocking handoff
-        # (a futex), where an Event would add a Condition and a second lock per wait.
-        self._lock = threading.Lock()
-        self._lock.acquire()
         #: Handed to this waiter directly: it need not look for one.
         self.slot: Slot | None = None
         #: Told to look for a free slot (taken out of the queue meanwhile).
         self.woken = False
+        #: Why it must stop waiting (the pool closed).
         self.error: BaseException | None = None
 
     def wake(self) -> None:
-        """Let the waiting thread go; called once per time it is taken out of the queue."""
-        self._lock.release()
+        """Let the waiting checkout go on: called once each time it leaves the queue.
 
-    def wait(self, timeout: float | None) -> bool:
-        """Block until woken or ``timeout`` seconds pass; True if woken. Re-arms itself."""
-        return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+        Must not block: the machine calls it with the pool's lock held.
+        """
+        raise NotImplementedError
 
 
 class WaitQueue:
@@ -66,10 +64,8 @@ class WaitQueue:
     def __len__(self) -> int:
         return len(self.waiters) + (self.woken is not None)
 
-    def join(self, identity: Identity, now: float) -> Waiter:
-        waiter = Waiter(identity, now)
+    def join(self, waiter: Waiter) -> None:
         self.waiters.append(waiter)
-        return waiter
 
     def serve(self, now: float) -> Waiter | None:
         """A slot came back while waiters queue: the waiter to hand it to (out of the

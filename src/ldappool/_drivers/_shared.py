@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ldappool.connector import Owner
+from ldappool._port import Owner
 
 __all__ = ["LentState"]
 

@@ -1,7 +1,7 @@
 """Policy objects: small, immutable, no I/O. Subclass them to change the pool's decisions."""
 
-from ldappool.policies.failover import FailoverPolicy, InOrder, RoundRobin
-from ldappool.policies.lifetime import LifetimePolicy
-from ldappool.policies.retry import RetryPolicy
+from ldappool._policies.failover import FailoverPolicy, InOrder, RoundRobin
+from ldappool._policies.lifetime import LifetimePolicy
+from ldappool._policies.retry import RetryPolicy
 
 __all__ = ["FailoverPolicy", "InOrder", "LifetimePolicy", "RetryPolicy", "RoundRobin"]

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from ldappool._port import ErrorKind
+
 __all__ = [
+    "ERROR_FOR_KIND",
     "BackendError",
     "BackendTimeoutError",
     "DriverNotInstalledError",
@@ -99,6 +102,14 @@ class PoolClosedError(LDAPPoolError):
 class DriverNotInstalledError(LDAPPoolError, ImportError):
     """The driver's package is missing; the message names the extra to install."""
 
+
+#: What ldappool raises for a driver error of each kind: the one place this is decided.
+ERROR_FOR_KIND: dict[ErrorKind, type[LDAPPoolError]] = {
+    ErrorKind.DOWN: ServerDownError,
+    ErrorKind.TIMEOUT: BackendTimeoutError,
+    ErrorKind.CREDENTIALS: InvalidCredentialsError,
+    ErrorKind.OTHER: BackendError,
+}
 
 _FLAVOURS: dict[tuple[type[LDAPPoolError], tuple[type[BaseException], ...]], type[Any]] = {}
 

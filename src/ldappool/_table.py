@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from prettytable import PrettyTable
 
-from ldappool.slots import SlotView
+from ldappool._core.slots import SlotView
 
 __all__ = ["render"]
 

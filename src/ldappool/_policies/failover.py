@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import attrs
 
+from ldappool._port import Server
 from ldappool._validate import non_negative, positive_or_none
-from ldappool.connector import Server
 
 __all__ = ["FailoverPolicy", "InOrder", "RoundRobin"]
 

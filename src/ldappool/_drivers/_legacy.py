@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from ldappool.connector import ConnectSettings, Owner, Server
+from ldappool._port import ConnectSettings, Owner, Server
 
 __all__ = ["LegacyConnection"]
 

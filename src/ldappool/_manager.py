@@ -1,7 +1,8 @@
 """ConnectionManager: the public face, with the API of ldappool 3.x.
 
 It validates arguments, turns them into settings and policies, and delegates all
-pooling to :class:`~ldappool.pool.Pool`. Nothing here does I/O of its own.
+pooling to the threaded runner (:class:`~ldappool._threaded.ThreadedPool`). Nothing here
+does I/O of its own.
 
 Its attributes are those of 3.x. The ones that can change while the pool runs do so
 when set (``size``, ``pool_timeout``, ``retry_max``...); the others raise
@@ -12,18 +13,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from ldappool._clock import Clock, SystemClock
+from ldappool._dialer import Dialer
+from ldappool._identity import Credentials, IdentityHasher
+from ldappool._lease import Lease
+from ldappool._policies import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy
+from ldappool._port import ConnectSettings, Driver, TLSSettings
+from ldappool._registry import resolve
+from ldappool._stats import Stats
+from ldappool._table import render
+from ldappool._threaded import ThreadedPool
+from ldappool._uris import parse_uris
 from ldappool._validate import check_bool, check_int, check_number, check_optional_str
-from ldappool.clock import Clock, SystemClock
-from ldappool.connect import Connector
-from ldappool.connector import ConnectSettings, Driver, TLSSettings
-from ldappool.drivers import resolve
-from ldappool.identity import IdentityHasher
-from ldappool.lease import Lease
-from ldappool.policies import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy
-from ldappool.pool import Pool
-from ldappool.stats import Stats
-from ldappool.table import render
-from ldappool.uris import parse_uris
 
 __all__ = ["ConnectionManager"]
 
@@ -124,9 +125,9 @@ class ConnectionManager:
         self._set_default_identity(self._bind, self._passwd)
         self._clock = clock
         settings = ConnectSettings(timeout=seconds, use_tls=self._use_tls, tls=tls)
-        self._connector = Connector(self._driver, servers, settings, retry, failover, clock)
-        self._pool = Pool(
-            self._connector,
+        self._dialer = Dialer(self._driver, servers, settings, retry, failover, clock)
+        self._pool = ThreadedPool(
+            self._dialer,
             size=size,
             lifetime=lifetime,
             pool_timeout=pool_timeout,
@@ -182,50 +183,50 @@ class ConnectionManager:
 
     def _set_default_identity(self, bind: str | None, passwd: str | None) -> None:
         self._bind, self._passwd = bind, passwd
-        self._default = self._hasher.identity(bind, passwd)
+        self._default = Credentials(self._hasher.identity(bind, passwd), bind, passwd)
 
     @property
     def retry(self) -> RetryPolicy:
         """The retry policy of new connections; setting it applies from the next connect."""
-        return self._connector.retry
+        return self._dialer.retry
 
     @retry.setter
     def retry(self, policy: RetryPolicy) -> None:
         if not isinstance(policy, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy instance, not {type(policy).__name__}")
-        self._connector.retry = policy
+        self._dialer.retry = policy
         self._retry_given = True
 
     @property
     def retry_max(self) -> int:
         """Attempts per server: the retry policy's ``max_attempts``."""
-        return self._connector.retry.max_attempts
+        return self._dialer.retry.max_attempts
 
     @retry_max.setter
     def retry_max(self, attempts: int) -> None:
         self._check_default_retry("retry_max")
         self._retry_max = check_int("retry_max", attempts, minimum=1)
-        self._connector.retry = self._default_retry()
+        self._dialer.retry = self._default_retry()
 
     @property
     def retry_delay(self) -> float:
         """Seconds between attempts: the retry policy's ``delay``."""
-        return self._connector.retry.delay
+        return self._dialer.retry.delay
 
     @retry_delay.setter
     def retry_delay(self, seconds: float) -> None:
         self._check_default_retry("retry_delay")
         self._retry_delay = check_number("retry_delay", seconds) or 0.0
-        self._connector.retry = self._default_retry()
+        self._dialer.retry = self._default_retry()
 
     @property
     def failover(self) -> FailoverPolicy:
         """Which server to try next; setting it applies from the next connect."""
-        return self._connector.failover
+        return self._dialer.failover
 
     @failover.setter
     def failover(self, policy: FailoverPolicy) -> None:
-        self._connector.failover = _policy("failover", policy, FailoverPolicy) or InOrder()
+        self._dialer.failover = _policy("failover", policy, FailoverPolicy) or InOrder()
 
     def _default_retry(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self._retry_max, delay=self._retry_delay)
@@ -247,10 +248,10 @@ class ConnectionManager:
         block lost it (connection errors) or re-bound it.
         """
         if bind is None and passwd is None:
-            return Lease(self._pool, self._default, self._bind, self._passwd)
+            return Lease(self._pool, self._default)
         who = self._bind if bind is None else check_optional_str("bind", bind)
         cred = self._passwd if passwd is None else check_optional_str("passwd", passwd)
-        return Lease(self._pool, self._hasher.identity(who, cred), who, cred)
+        return Lease(self._pool, Credentials(self._hasher.identity(who, cred), who, cred))
 
     def purge(self, bind: str | None, passwd: str | None = None) -> int:
         """Drop the connections bound as ``bind`` (with ``passwd``, if given).

@@ -3,7 +3,7 @@
 Built-in drivers are imported lazily, so that using one never needs the other's
 package. Third-party drivers register under the ``ldappool.drivers`` entry-point
 group: ``mydriver = "mypackage.module:MyDriver"``, the target being a class (or any
-callable) that returns a :class:`~ldappool.connector.Driver` when called with no
+callable) that returns a :class:`~ldappool.Driver` when called with no
 arguments.
 """
 
@@ -13,21 +13,21 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from ldappool.connector import Driver
-from ldappool.errors import DriverNotInstalledError
+from ldappool._errors import DriverNotInstalledError
+from ldappool._port import Driver
 
-__all__ = ["ENTRY_POINT_GROUP", "available", "resolve"]
+__all__ = ["ENTRY_POINT_GROUP", "available_drivers", "resolve"]
 
 ENTRY_POINT_GROUP = "ldappool.drivers"
 
 # name -> (module, class, the extra that installs its package)
 _BUILTIN: dict[str, tuple[str, str, str]] = {
-    "python-ldap": ("ldappool.drivers.python_ldap", "PythonLdapDriver", "python-ldap"),
-    "ldap3": ("ldappool.drivers.ldap3", "Ldap3Driver", "ldap3"),
+    "python-ldap": ("ldappool._drivers.python_ldap", "PythonLdapDriver", "python-ldap"),
+    "ldap3": ("ldappool._drivers.ldap3", "Ldap3Driver", "ldap3"),
 }
 
 
-def available() -> list[str]:
+def available_drivers() -> list[str]:
     """Names that :func:`resolve` accepts: the built-ins, then entry points."""
     names = list(_BUILTIN)
     names += sorted(
@@ -57,7 +57,7 @@ def resolve(driver: object, **builtin_options: Any) -> Driver:
     if isinstance(driver, Driver):
         return driver
     raise TypeError(
-        f"driver must be a driver name ({', '.join(available())}) or a Driver object, "
+        f"driver must be a driver name ({', '.join(available_drivers())}) or a Driver object, "
         f"not {type(driver).__name__}"
     )
 
@@ -75,7 +75,9 @@ def _load(name: str, options: dict[str, Any] | None = None) -> Driver:
     else:
         found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
         if not found:
-            raise ValueError(f"driver must be one of {', '.join(available())}; got {name!r}")
+            raise ValueError(
+                f"driver must be one of {', '.join(available_drivers())}; got {name!r}"
+            )
         factory = found[0].load()
     instance = factory(**(options or {}))
     if not isinstance(instance, Driver):

@@ -12,7 +12,9 @@ import hashlib
 import hmac
 import os
 
-__all__ = ["Identity", "IdentityHasher"]
+import attrs
+
+__all__ = ["Credentials", "Identity", "IdentityHasher"]
 
 
 class Identity:
@@ -66,3 +68,17 @@ class IdentityHasher:
                 data = part.encode("utf-8", "surrogatepass")
                 digest.update(len(data).to_bytes(8, "big") + data)
         return Identity(dn, digest.digest())
+
+
+@attrs.frozen(slots=True, weakref_slot=False)
+class Credentials:
+    """Who one checkout binds as: what the pool passes down instead of the checkout itself.
+
+    The pool keeps it on a slot only while the slot is lent (the read recovery binds a new
+    transport with it), and drops it at checkin: then nothing of the pool holds the
+    password. Its repr shows the DN only.
+    """
+
+    identity: Identity
+    who: str | None
+    cred: str | None = attrs.field(repr=False)

@@ -1,0 +1,276 @@
+"""The threaded runner: drives the pool's state machine for ``ConnectionManager``.
+
+Each machine call happens under one lock and is cheap (:mod:`ldappool._core.machine`);
+every I/O it decides on (connect, bind, socket check, ping, unbind) runs after the lock
+is released, on a slot the calling thread holds (:mod:`ldappool._slot_io`). A checkout
+waiting on a full pool blocks on its own lock, released when the machine wakes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+from ldappool import _fork
+from ldappool._clock import Clock
+from ldappool._core.machine import PoolMachine
+from ldappool._core.slots import Slot, SlotView, Step
+from ldappool._core.waiting import Waiter
+from ldappool._dialer import Dialer
+from ldappool._identity import Credentials, Identity
+from ldappool._policies import LifetimePolicy
+from ldappool._slot_io import SlotIO
+from ldappool._stats import Stats
+
+__all__ = ["ThreadedPool"]
+
+log = logging.getLogger("ldappool")
+
+_LEND, _KEEP, _CLOSE = Step.LEND, Step.KEEP, Step.CLOSE
+
+
+class _ThreadWaiter(Waiter):
+    """A waiter that blocks its thread on a bare lock, taken now and released by wake():
+    the cheapest blocking handoff (a futex), where an Event would add a Condition and a
+    second lock per wait."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, credentials: Credentials, since: float) -> None:
+        super().__init__(credentials, since)
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def wake(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until woken or ``timeout`` seconds pass; True if woken. Re-arms itself."""
+        return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+
+
+class ThreadedPool:
+    """Lends bound connections out of ``size`` slots to any number of threads."""
+
+    def __init__(
+        self,
+        dialer: Dialer,
+        *,
+        size: int,
+        lifetime: LifetimePolicy,
+        pool_timeout: float | None,
+        reuse: bool,
+        clock: Clock,
+        warn_held_after: float | None = None,
+        handoff_after: float = 0.05,
+    ) -> None:
+        self._machine = PoolMachine(
+            size=size,
+            lifetime=lifetime,
+            reuse=reuse,
+            handoff_after=handoff_after,
+            pool_timeout=pool_timeout,
+        )
+        self._lock = threading.Lock()
+        self._now = clock.monotonic
+        dialer.count = self._count  # its outcomes land in this pool's stats
+        self._classify = dialer.driver.classify
+        self._io = SlotIO(self._machine, self._lock, dialer, clock)
+        self.warn_held_after = warn_held_after
+        #: Where each lent slot was checked out, while ``warn_held_after`` is set.
+        self._origins: dict[Slot, str] = {}
+        _fork.watch(self)
+
+    # -- checkout --------------------------------------------------------------------
+
+    def checkout(self, credentials: Credentials) -> Slot:
+        """A slot whose connection is live and bound as ``credentials``."""
+        now = self._now()
+        with self._lock:
+            slot = self._machine.request(credentials, now)
+            if slot is None:
+                waiter, overdue = self._queue(credentials, now)
+        if slot is None:
+            self._warn_overdue(overdue, now)
+            slot = self._wait(waiter)
+        elif slot.step is _LEND and self.warn_held_after is None:
+            conn = slot.conn
+            if conn is not None and conn.looks_alive():  # the common case ends here
+                return slot
+        return self._prepare(slot, credentials)
+
+    def _queue(
+        self, credentials: Credentials, now: float
+    ) -> tuple[_ThreadWaiter, list[tuple[Slot, str]]]:
+        """Queue a checkout on a full pool (lock held); and the holders to warn about."""
+        waiter = _ThreadWaiter(credentials, now)
+        self._machine.enqueue(waiter)
+        limit = self.warn_held_after
+        if limit is None:
+            return waiter, []
+        overdue = [(s, self._origins.pop(s, "")) for s in self._machine.overdue(now, limit)]
+        return waiter, [(slot, origin) for slot, origin in overdue if origin]
+
+    def _prepare(self, slot: Slot, credentials: Credentials) -> Slot:
+        """Carry out the slot's step; on failure the slot goes back (nothing leaks)."""
+        try:
+            self._io.prepare(slot, credentials)
+        except BaseException:
+            with self._lock:
+                step = self._machine.failed(slot, self._now())
+            if step is _CLOSE:
+                self._close(slot)
+            raise
+        if self.warn_held_after is not None:
+            # Without this frame and the two above it (checkout, Lease.__enter__).
+            origin = "".join(traceback.format_stack(limit=12)[:-3])
+            with self._lock:
+                self._origins[slot] = origin
+        return slot
+
+    def _wait(self, waiter: _ThreadWaiter) -> Slot:
+        """Sleep until a slot is handed over, or woken, until one is found or time is up."""
+        timeout = self._machine.pool_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                woken = waiter.wait(timeout)
+                if waiter.slot is not None:  # handed over: set before the wake-up
+                    return waiter.slot
+                with self._lock:
+                    slot = self._machine.look(waiter, self._now(), timed_out=not woken)
+                if slot is not None:
+                    return slot
+                if deadline is not None:
+                    timeout = deadline - time.monotonic()
+        except BaseException:  # KeyboardInterrupt, time out...: leave the queue, lose no slot
+            with self._lock:
+                self._machine.cancel(waiter, self._now())
+            raise
+
+    def _warn_overdue(self, holders: list[tuple[Slot, str]], now: float) -> None:
+        """Name the holders that kept their connection too long (once per checkout)."""
+        limit = self.warn_held_after
+        for slot, origin in holders:
+            if limit is not None:
+                log.warning(
+                    "slot %d checked out for %.1fs (longer than warn_held_after=%gs), from:\n%s",
+                    slot.number,
+                    now - slot.lent_at,
+                    limit,
+                    origin,
+                )
+
+    # -- checkin ---------------------------------------------------------------------
+
+    def checkin(self, slot: Slot, error: BaseException | None) -> None:
+        """Take a slot back; pool its connection unless it must not be reused."""
+        conn = slot.conn
+        lost = error is not None and self._classify(error).transient
+        changed = conn is not None and conn.identity_changed()
+        now = self._now()
+        if self._origins:  # before the slot can be lent again
+            self._warn_at_checkin(slot, now)
+        with self._lock:
+            step = self._machine.checkin(slot, now, lost=lost, changed=changed)
+        if step is _KEEP:
+            return
+        if step is _CLOSE:
+            if lost:
+                log.info(
+                    "slot %d: connection to %s lost in use: %r", slot.number, slot.server, error
+                )
+            self._close(slot)
+        elif step is Step.ABANDON and conn is not None:
+            conn.abandon()
+
+    def _warn_at_checkin(self, slot: Slot, now: float) -> None:
+        """A holder coming back late, not named yet: name it now."""
+        with self._lock:
+            origin = self._origins.pop(slot, None)
+        limit = self.warn_held_after
+        if origin and limit is not None and now - slot.lent_at > limit:
+            self._warn_overdue([(slot, origin)], now)
+
+    def _close(self, slot: Slot) -> None:
+        """Close the connection of a slot the machine said to CLOSE, then free the slot:
+        only once the server has been told, so ``size`` holds as the server counts."""
+        conn = slot.conn
+        if conn is not None:
+            conn.close()  # never raises
+        with self._lock:
+            self._machine.closed_conn(slot, self._now())
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._machine.count(name)
+
+    # -- maintenance -----------------------------------------------------------------
+
+    def purge(self, match: Callable[[Identity], bool]) -> int:
+        """Drop connections whose identity ``match`` accepts; return how many idle ones
+        were closed now (lent ones close at checkin)."""
+        with self._lock:
+            doomed = self._machine.purge(match)
+        for slot in doomed:
+            self._close(slot)
+        return len(doomed)
+
+    def resize(self, size: int) -> int:
+        """Change the cap. Growing lets waiters in; shrinking closes idle connections
+        over the new size now (returns how many) and lent ones over it at checkin."""
+        with self._lock:
+            doomed = self._machine.resize(size, self._now())
+        for slot in doomed:
+            self._close(slot)
+        return len(doomed)
+
+    def close(self) -> None:
+        """Refuse new checkouts, wake waiters with PoolClosedError, close idle connections."""
+        with self._lock:
+            doomed = self._machine.close()
+        for slot in doomed:
+            self._close(slot)
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's connections without touching their sockets."""
+        self._lock = self._io.lock = threading.Lock()
+        self._origins = {}
+        for conn in self._machine.forked():
+            conn.abandon()
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._machine.size
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called: no more checkouts."""
+        return self._machine.closed
+
+    @property
+    def pool_timeout(self) -> float | None:
+        return self._machine.pool_timeout
+
+    @pool_timeout.setter
+    def pool_timeout(self, seconds: float | None) -> None:
+        self._machine.pool_timeout = seconds
+
+    @property
+    def handoff_after(self) -> float:
+        return self._machine.handoff_after
+
+    @handoff_after.setter
+    def handoff_after(self, seconds: float) -> None:
+        with self._lock:
+            self._machine.handoff_after = seconds
+
+    def snapshot(self) -> tuple[list[SlotView], Stats]:
+        """The occupied slots and the counters, read together under the lock."""
+        with self._lock:
+            return self._machine.snapshot()
