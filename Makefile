@@ -35,6 +35,7 @@ lint: venv
 	$(BIN)/ruff check $(wildcard src tests bench examples)
 	$(BIN)/ruff format --check $(wildcard src tests bench examples)
 	$(BIN)/mypy --strict src
+	$(BIN)/lint-imports --no-cache
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
@@ -62,4 +63,4 @@ docs: venv
 	$(BIN)/sphinx-build -q -W -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache .hypothesis docs/_build
+	rm -rf $(VENV) .venv-* .import_linter_cache .mypy_cache .ruff_cache .pytest_cache .hypothesis docs/_build

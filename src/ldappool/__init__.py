@@ -6,8 +6,8 @@
 ...     conn.search_s("dc=example,dc=org", ldap.SCOPE_SUBTREE, "(uid=alice)")
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from ldappool._errors import (
     BackendError,
@@ -30,10 +30,11 @@ from ldappool._port import (
     Server,
     TLSSettings,
 )
-from ldappool._registry import ENTRY_POINT_GROUP, available_drivers, resolve
+from ldappool._registry import ENTRY_POINT_GROUP, available_drivers
+from ldappool._registry import resolve as _resolve
 from ldappool._stats import Stats
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ldappool._drivers.ldap3 import Ldap3Driver
     from ldappool._drivers.python_ldap import PythonLdapDriver, StateConnector
 
@@ -78,11 +79,16 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     """``ldappool.StateConnector`` (as in 3.x) and the driver classes, on first use."""
     if name in _LAZY:
         driver, module_name = _LAZY[name]
-        resolve(driver)  # DriverNotInstalledError naming the extra, if missing
-        module = importlib.import_module(module_name)
+        _resolve(driver)  # DriverNotInstalledError naming the extra, if missing
+        module = _importlib.import_module(module_name)
         return getattr(module, name)
     raise AttributeError(f"module 'ldappool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazy ones included: the public ones are ``__all__``."""
+    return sorted({*globals(), *__all__})
