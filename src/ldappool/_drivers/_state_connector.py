@@ -16,14 +16,13 @@ from typing import Any
 import ldap
 import ldap.ldapobject
 
-from ldappool._drivers._shared import LentState
+from ldappool._drivers._shared import PAGED_RESULTS, LentState
 
 __all__ = ["BASE", "StateConnector", "continues_paging"]
 
 BASE = ldap.ldapobject.SimpleLDAPObject
 # What a read raises when its connection is gone: the pool may reconnect and retry it.
 _LOST_ERRORS = (ldap.SERVER_DOWN, ldap.UNAVAILABLE)
-_PAGED_RESULTS = "1.2.840.113556.1.4.319"
 
 
 class StateConnector(LentState, ldap.ldapobject.SimpleLDAPObject):  # type: ignore[misc]
@@ -162,17 +161,6 @@ class StateConnector(LentState, ldap.ldapobject.SimpleLDAPObject):  # type: igno
         except _LOST_ERRORS as lost:
             return self._ldappool_retry(lost, BASE.whoami_s, args, kwargs)
 
-    def _ldappool_retry(self, lost: Exception, read: Any, args: Any, kwargs: Any) -> Any:
-        """Reconnect through the pool and run ``read`` once more, or raise ``lost``."""
-        owner = self._ldappool_owner
-        if owner is None:
-            raise lost
-        try:
-            owner.recover()
-        except Exception:
-            raise lost from None  # the read's own error, as without a pool
-        return read(self, *args, **kwargs)
-
     def _ldap_call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Every call into libldap goes through here, under the object's lock.
 
@@ -214,6 +202,6 @@ def continues_paging(controls: Any) -> bool:
     """A page after the first: its cookie means nothing on another connection, so
     such a search is not retried (the server would answer a protocol error)."""
     return any(
-        getattr(c, "controlType", None) == _PAGED_RESULTS and getattr(c, "cookie", None)
+        getattr(c, "controlType", None) == PAGED_RESULTS and getattr(c, "cookie", None)
         for c in controls or ()
     )

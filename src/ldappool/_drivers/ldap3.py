@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import os
 import socket
 import ssl
 import time
@@ -24,14 +23,13 @@ from urllib.parse import quote
 import ldap3
 from ldap3.core import exceptions as lx
 
+from ldappool._drivers._ldap3_native import PooledConnection, is_timeout
 from ldappool._drivers._liveness import dead, probe
-from ldappool._drivers._shared import LentState
+from ldappool._drivers._shared import WHOAMI, blackhole
 from ldappool._port import ConnectSettings, ErrorKind, Owner, Server, TLSSettings
 
 __all__ = ["Ldap3Connection", "Ldap3Driver", "PooledConnection"]
 
-_WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
-_PAGED_RESULTS = "1.2.840.113556.1.4.319"
 _RESULT_KEYS = ("result", "description", "dn", "message", "type")
 _GET_INFO = {ldap3.NONE, ldap3.DSA, ldap3.SCHEMA, ldap3.ALL} | {
     getattr(ldap3, name) for name in dir(ldap3) if name.startswith("OFFLINE_")
@@ -70,99 +68,6 @@ _DOWN_ERRORS = (
     lx.LDAPBusyResult,
     OSError,
 )
-
-
-class PooledConnection(LentState, ldap3.Connection):
-    """An ``ldap3.Connection`` that notes when its holder binds, rebinds or unbinds it.
-
-    Otherwise exactly its base class. The pool reads the note at checkin: a connection
-    whose identity may differ from the one it was lent under is not pooled again.
-    A failed bind counts too: it leaves the connection anonymous (RFC 4511).
-
-    As python-ldap's StateConnector (ldappool 3.x's connection class): ``active``
-    (lent now) and ``get_lifetime()`` (seconds since it was bound).
-    """
-
-    _ldappool_identity_changed = False
-
-    # The reads retried once on a new connection while lent: search (and so paged
-    # searches, page by page), compare, and the WhoAmI extended operation. search, on
-    # every search's path, spells out its arguments: packing them into *args and
-    # **kwargs and out again costs ~1 us per search once caches are cold.
-    def search(
-        self,
-        search_base: str,
-        search_filter: str,
-        search_scope: Any = ldap3.SUBTREE,
-        dereference_aliases: Any = ldap3.DEREF_ALWAYS,
-        attributes: Any = None,
-        size_limit: int = 0,
-        time_limit: int = 0,
-        types_only: bool = False,
-        get_operational_attributes: bool = False,
-        controls: Any = None,
-        paged_size: int | None = None,
-        paged_criticality: bool = False,
-        paged_cookie: Any = None,
-        auto_escape: bool | None = None,
-    ) -> Any:
-        try:
-            return _SEARCH(
-                self, search_base, search_filter, search_scope, dereference_aliases,
-                attributes, size_limit, time_limit, types_only, get_operational_attributes,
-                controls, paged_size, paged_criticality, paged_cookie, auto_escape,
-            )  # fmt: skip
-        except lx.LDAPCommunicationError as lost:
-            if _continues_paging(paged_cookie, controls):
-                raise
-            args = (
-                search_base, search_filter, search_scope, dereference_aliases, attributes,
-                size_limit, time_limit, types_only, get_operational_attributes, controls,
-                paged_size, paged_criticality, paged_cookie, auto_escape,
-            )  # fmt: skip
-            return self._ldappool_retry(lost, _SEARCH, args, {})
-
-    def compare(self, *args: Any, **kwargs: Any) -> Any:
-        return self._ldappool_read(ldap3.Connection.compare, args, kwargs)
-
-    def extended(self, request_name: str, *args: Any, **kwargs: Any) -> Any:
-        if request_name != _WHOAMI_OID:
-            return ldap3.Connection.extended(self, request_name, *args, **kwargs)
-        return self._ldappool_read(ldap3.Connection.extended, (request_name, *args), kwargs)
-
-    def _ldappool_read(self, read: Any, args: Any, kwargs: Any) -> Any:
-        try:
-            return read(self, *args, **kwargs)
-        except lx.LDAPCommunicationError as lost:
-            return self._ldappool_retry(lost, read, args, kwargs)
-
-    def _ldappool_retry(
-        self, lost: lx.LDAPCommunicationError, read: Any, args: Any, kwargs: Any
-    ) -> Any:
-        """Reconnect through the pool and run ``read`` once more, or raise ``lost``."""
-        owner = self._ldappool_owner
-        if owner is None or _is_timeout(lost):
-            raise lost  # a timed-out server may still be working on the request
-        try:
-            owner.recover()
-        except Exception:
-            raise lost from None  # the read's own error, as without a pool
-        return read(self, *args, **kwargs)
-
-    def bind(self, read_server_info: bool = True, controls: Any = None) -> Any:
-        self._ldappool_identity_changed = True
-        return super().bind(read_server_info, controls)
-
-    def rebind(self, *args: Any, **kwargs: Any) -> Any:
-        self._ldappool_identity_changed = True
-        return super().rebind(*args, **kwargs)
-
-    def unbind(self, controls: Any = None) -> Any:
-        self._ldappool_identity_changed = True
-        return super().unbind(controls)
-
-
-_SEARCH = ldap3.Connection.search
 
 
 class Ldap3Connection:
@@ -248,7 +153,7 @@ class Ldap3Connection:
         Not ``extend.standard.who_am_i()``: it refuses client-side when the server info
         read does not list WhoAmI, and returns None for anonymous and failure alike.
         """
-        ldap3.Connection.extended(self._native, _WHOAMI_OID)
+        ldap3.Connection.extended(self._native, WHOAMI)
         result = self._native.result
         if not isinstance(result, dict) or result.get("result") != 0:
             raise _result_error(self._native, "WhoAmI failed")
@@ -297,21 +202,10 @@ class Ldap3Connection:
             native.closed, native.listening, native.bound = True, False, False
             fd = sock.fileno() if sock is not None else -1
             if fd >= 0:
-                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-                try:
-                    os.dup2(null, fd, inheritable=False)
-                finally:
-                    os.close(null)
+                blackhole(fd)
                 sock.close()
         except Exception:  # noqa: S110 - must never raise
             pass
-
-
-def _continues_paging(cookie: Any, controls: Any) -> bool:
-    """A page after the first: its cookie means nothing on another connection, so
-    such a search is not retried (the server would answer a protocol error). A paged
-    control passed by hand cannot be read cheaply: not retried either."""
-    return bool(cookie) or any(c[0] == _PAGED_RESULTS for c in controls or ())
 
 
 def _result_error(native: ldap3.Connection, what: str) -> Exception:
@@ -321,18 +215,6 @@ def _result_error(native: ldap3.Connection, what: str) -> Exception:
         # Builds the subclass for the result code: LDAPInvalidCredentialsResult for 49...
         return lx.LDAPOperationResult(*(res.get(k) for k in _RESULT_KEYS))
     return lx.LDAPBindError(f"{what}: {native.last_error or 'no result'}")
-
-
-def _is_timeout(error: BaseException) -> bool:
-    # ldap3 merges the socket's exception into its own, e.g. type("LDAPSocketReceiveError",
-    # (LDAPSocketReceiveError, TimeoutError), {}): isinstance works.
-    if isinstance(error, (TimeoutError, lx.LDAPResponseTimeoutError)):
-        return True
-    # Several addresses tried (::1 then 127.0.0.1): LDAPSocketOpenError(msg, [(exc, addr)])
-    tried = error.args[1] if isinstance(error, lx.LDAPSocketOpenError) and error.args[1:] else 0
-    if not isinstance(tried, list) or not tried:
-        return False
-    return all(isinstance(t, tuple) and isinstance(t[:1] and t[0], TimeoutError) for t in tried)
 
 
 def _checked_options(argument: str, value: object, target: Any) -> Mapping[str, Any]:
@@ -484,7 +366,7 @@ class Ldap3Driver:
         """
         if isinstance(error, _CREDENTIAL_ERRORS):
             return ErrorKind.CREDENTIALS
-        if _is_timeout(error):
+        if is_timeout(error):
             return ErrorKind.TIMEOUT
         if isinstance(error, _DOWN_ERRORS):
             return ErrorKind.DOWN

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import ssl
 from collections.abc import Mapping
 from typing import Any, cast
@@ -21,6 +20,7 @@ import ldap.ldapobject
 
 from ldappool._drivers._legacy import LegacyConnection
 from ldappool._drivers._liveness import SocketWatch
+from ldappool._drivers._shared import blackhole, socket_timed_out
 from ldappool._drivers._state_connector import BASE, StateConnector
 from ldappool._port import ConnectSettings, ErrorKind, Owner, Server
 
@@ -169,7 +169,7 @@ class PythonLdapConnection:
                 if not idle:
                     _STRANDED.append(native)
             if fd >= 0:
-                _blackhole(fd)
+                blackhole(fd)
             if handle is not None:
                 native.unbind_ext()
         except Exception:  # noqa: S110 - must never raise, whatever state the object is in
@@ -187,15 +187,6 @@ class PythonLdapConnection:
         watching, self._watching = self._watching, None
         if watching is not None:
             watching.close()
-
-
-def _blackhole(fd: int) -> None:
-    """Point ``fd`` at /dev/null: closes this process's reference to what it was."""
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        os.dup2(null, fd, inheritable=False)
-    finally:
-        os.close(null)
 
 
 class PythonLdapDriver:
@@ -330,7 +321,7 @@ class PythonLdapDriver:
         """
         if isinstance(error, _CREDENTIAL_ERRORS):
             return ErrorKind.CREDENTIALS
-        if isinstance(error, (ldap.TIMEOUT, TimeoutError)):
+        if isinstance(error, ldap.TIMEOUT) or socket_timed_out(error):
             return ErrorKind.TIMEOUT
         if isinstance(error, ldap.SERVER_DOWN) and _errno(error) == errno.ETIMEDOUT:
             return ErrorKind.TIMEOUT  # OPT_NETWORK_TIMEOUT expired while connecting
