@@ -175,7 +175,7 @@ class ThreadedPool:
         if self._origins:  # before the slot can be lent again
             self._warn_at_checkin(slot, now)
         with self._lock:
-            step = self._machine.checkin(slot, now, lost=lost, changed=changed)
+            step = self._machine.checkin(slot, now, lost, changed)
         if step is _KEEP:
             return
         if step is _CLOSE:

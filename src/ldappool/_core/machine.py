@@ -234,9 +234,7 @@ class PoolMachine:
 
     # -- checkin -------------------------------------------------------------------------
 
-    def checkin(
-        self, slot: Slot, now: float, *, lost: bool = False, changed: bool = False
-    ) -> Step:
+    def checkin(self, slot: Slot, now: float, lost: bool = False, changed: bool = False) -> Step:
         """A lent slot came back: KEEP (pooled or handed over), CLOSE or ABANDON.
 
         ``lost``: the holder's block raised an error that means the connection is gone

@@ -13,8 +13,8 @@ __all__ = ["LifetimePolicy"]
 
 
 def _fraction(_inst: object, attribute: attrs.Attribute[float], value: object) -> None:
-    non_negative(_inst, attribute, value)
-    if value >= 1:  # type: ignore[operator]
+    non_negative(_inst, attribute, value)  # a real number >= 0, or it raised
+    if isinstance(value, (int, float)) and value >= 1:
         raise ValueError(f"{attribute.name} must be < 1, got {value}")
 
 
