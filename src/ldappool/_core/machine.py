@@ -69,6 +69,7 @@ class PoolMachine:
         self._idle: dict[bytes, list[Slot]] = {}
         self._idle_lru: OrderedDict[int, Slot] = OrderedDict()
         self._queue = WaitQueue(self._handoff_after)
+        self._waiters = self._queue.waiters  # read on every checkin
 
     # -- checkout ------------------------------------------------------------------------
 
@@ -76,11 +77,12 @@ class PoolMachine:
         """A checkout: a slot now lent to ``credentials``, its ``step`` saying what to do
         before handing it out; or None when the pool is full (then :meth:`enqueue`)."""
         identity = credentials.identity
+        counts = self.counts
         bucket = self._idle.get(identity.key)
         if bucket:  # (close() empties the buckets: no need to look at ``closed``)
             slot = bucket.pop()
             del self._idle_lru[slot.number]
-            self.counts.reused += 1
+            counts.reused += 1
             slot.step = _LEND if now < slot.fit_until else self._prepare(slot, identity, now)
         else:
             if self.closed:
@@ -90,7 +92,7 @@ class PoolMachine:
                 return None
             slot = found
             slot.step = self._prepare(slot, identity, now)
-        self.counts.checkouts += 1
+        counts.checkouts += 1
         slot.in_use = True
         slot.credentials = credentials
         slot.lent_at = now
@@ -281,7 +283,7 @@ class PoolMachine:
         An empty slot is not handed over while more slots are occupied than ``size``
         (after a shrink): it stays empty, and so the pool shrinks.
         """
-        if self._queue.waiters and (
+        if self._waiters and (
             slot.conn is not None or len(self._slots) - len(self._empty) <= self.size
         ):
             waiter = self._queue.serve(now)
@@ -297,7 +299,6 @@ class PoolMachine:
                 waiter.wake()
                 return
         slot.in_use = False
-        slot.step = _KEEP
         identity = slot.identity
         if slot.conn is None or identity is None:
             self._empty.append(slot)
