@@ -148,7 +148,9 @@ class ThreadedPool:
                     timeout = deadline - time.monotonic()
         except BaseException:  # KeyboardInterrupt, time out...: leave the queue, lose no slot
             with self._lock:
-                self._machine.cancel(waiter, self._now())
+                slot, step = self._machine.cancel(waiter, self._now())
+            if step is _CLOSE and slot is not None:
+                self._close(slot)
             raise
 
     def _warn_overdue(self, holders: list[tuple[Slot, str]], now: float) -> None:

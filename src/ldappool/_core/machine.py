@@ -164,13 +164,20 @@ class PoolMachine:
             )
         return None  # a stale wake-up: still queued
 
-    def cancel(self, waiter: Waiter, now: float) -> None:
-        """A waiting checkout was interrupted: take it out, passing on what it was given."""
+    def cancel(self, waiter: Waiter, now: float) -> tuple[Slot | None, Step]:
+        """A waiting checkout was interrupted: take it out, passing on what it was given.
+
+        A slot handed to it comes back as if checked in unused: ``(slot, CLOSE)`` when
+        close(), purge() or a shrink came meanwhile (the runner closes it), else
+        ``(slot, KEEP)``; ``(None, KEEP)`` when it held none.
+        """
         slot = waiter.slot
         if slot is not None:
             waiter.slot = None
             self.counts.checkouts -= 1
             slot.credentials = None
+            if slot.conn is not None and self._retired(slot):
+                return slot, self._closing(slot)
             self._give(slot, now)
         elif waiter.woken:
             self._queue.looking(waiter)
@@ -178,6 +185,7 @@ class PoolMachine:
                 self._queue.wake_oldest()  # pass the wake-up on
         else:
             self._queue.leave(waiter)
+        return slot, _KEEP
 
     # -- the outcomes of a checkout's I/O -----------------------------------------------------
 
@@ -253,19 +261,23 @@ class PoolMachine:
             if now >= expires:
                 self.counts.expired += 1
                 return self._closing(slot)
-            if (
-                changed
-                or slot.purge
-                or not self.reuse
-                or self.closed
-                or len(self._slots) - len(self._empty) > self.size  # shrunk meanwhile
-            ):
+            if changed or self._retired(slot):
                 return self._closing(slot)
             slot.last_used = now
             fit = now + self.quiet_for
             slot.fit_until = fit if fit < expires else expires
         self._give(slot, now)
         return _KEEP
+
+    def _retired(self, slot: Slot) -> bool:
+        """Whether a healthy connection coming back must close rather than be pooled:
+        purged, not pooling, closed, or over ``size`` after a shrink."""
+        return (
+            slot.purge
+            or not self.reuse
+            or self.closed
+            or len(self._slots) - len(self._empty) > self.size
+        )
 
     def _closing(self, slot: Slot) -> Step:
         slot.step = _CLOSE
