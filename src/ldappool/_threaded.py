@@ -76,6 +76,9 @@ class ThreadedPool:
         )
         self._lock = threading.Lock()
         self._now = clock.monotonic
+        # The machine's two hot-path methods, looked up once.
+        self._request = self._machine.request
+        self._return = self._machine.checkin
         dialer.count = self._count  # its outcomes land in this pool's stats
         self._classify = dialer.driver.classify
         self._io = SlotIO(self._machine, self._lock, dialer, clock)
@@ -90,7 +93,7 @@ class ThreadedPool:
         """A slot whose connection is live and bound as ``credentials``."""
         now = self._now()
         with self._lock:
-            slot = self._machine.request(credentials, now)
+            slot = self._request(credentials, now)
             if slot is None:
                 waiter, overdue = self._queue(credentials, now)
         if slot is None:
@@ -177,7 +180,7 @@ class ThreadedPool:
         if self._origins:  # before the slot can be lent again
             self._warn_at_checkin(slot, now)
         with self._lock:
-            step = self._machine.checkin(slot, now, lost, changed)
+            step = self._return(slot, now, lost, changed)
         if step is _KEEP:
             return
         if step is _CLOSE:

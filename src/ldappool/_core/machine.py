@@ -253,19 +253,26 @@ class PoolMachine:
         slot.credentials = None
         if slot.generation != self.generation:  # lent before a fork: not ours to touch
             return _ABANDON
-        if slot.conn is not None:
+        identity = slot.identity
+        if identity is not None:  # (a connection is in the slot)
             expires = slot.expires_at
-            if lost:
-                self.counts.lost += 1
-                return self._closing(slot)
-            if now >= expires:
-                self.counts.expired += 1
-                return self._closing(slot)
-            if changed or self._retired(slot):
-                return self._closing(slot)
+            if lost or changed or now >= expires or self._retired(slot):
+                if lost:
+                    self.counts.lost += 1
+                elif now >= expires:
+                    self.counts.expired += 1
+                slot.step = _CLOSE
+                return _CLOSE
             slot.last_used = now
             fit = now + self.quiet_for
             slot.fit_until = fit if fit < expires else expires
+            if not self._waiters:  # the common case, as at the end of _give
+                bucket = self._idle.get(identity.key)
+                if bucket is not None:
+                    slot.in_use = False
+                    bucket.append(slot)
+                    self._idle_lru[slot.number] = slot
+                    return _KEEP
         self._give(slot, now)
         return _KEEP
 
