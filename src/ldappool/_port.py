@@ -12,16 +12,22 @@ module implementing these plus one registry line (or an entry point in the
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 __all__ = [
+    "BindAnswer",
     "ConnectSettings",
     "Connection",
     "Driver",
     "ErrorKind",
     "Owner",
+    "PasswordPolicy",
+    "PolicyError",
+    "Sasl",
     "Server",
     "TLSSettings",
 ]
@@ -84,6 +90,90 @@ class ConnectSettings:
     tls: TLSSettings | None = None
 
 
+class PolicyError(enum.Enum):
+    """The error of a password policy answer (draft-behera-ldap-password-policy, 10)."""
+
+    PASSWORD_EXPIRED = 0
+    ACCOUNT_LOCKED = 1
+    #: The password was reset by an administrator: the user must change it first.
+    CHANGE_AFTER_RESET = 2
+    PASSWORD_MOD_NOT_ALLOWED = 3
+    MUST_SUPPLY_OLD_PASSWORD = 4
+    INSUFFICIENT_PASSWORD_QUALITY = 5
+    PASSWORD_TOO_SHORT = 6
+    PASSWORD_TOO_YOUNG = 7
+    PASSWORD_IN_HISTORY = 8
+
+
+@attrs.frozen
+class PasswordPolicy:
+    """The server's password policy answer to a bind: the response control of the LDAP
+    password policy draft, which OpenLDAP's ppolicy overlay, 389-ds and others send."""
+
+    #: Seconds before the password expires (the server warns this close to expiry).
+    expires_in: int | None = None
+    #: The password has expired; this many more binds with it are allowed.
+    grace_logins_left: int | None = None
+    error: PolicyError | None = None
+
+
+@attrs.frozen
+class BindAnswer:
+    """What a server answered to a password check (:meth:`Connection.check_password`)."""
+
+    #: The driver's exception for a refused bind (wrong password, locked...); None: bound.
+    refusal: BaseException | None = None
+    #: The policy answer that came with the bind result; None when there was none.
+    policy: PasswordPolicy | None = None
+
+
+_MECHANISM = re.compile(r"[A-Z0-9_-]{1,20}")
+
+
+def _mechanism(_instance: object, _attribute: object, value: Any) -> None:
+    if not isinstance(value, str) or not _MECHANISM.fullmatch(value):
+        raise ValueError(
+            f"sasl mechanism must be a SASL mechanism name such as 'EXTERNAL', not {value!r}"
+        )
+
+
+def _optional_str(_instance: object, attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"Sasl.{attribute.name} must be a str or None, not {type(value).__name__}")
+
+
+def _optional_callable(_instance: object, attribute: Any, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"Sasl.{attribute.name} must be callable (returning the secret) or None")
+
+
+@attrs.frozen
+class Sasl:
+    """A SASL bind: the mechanism and who to be, never a stored secret.
+
+    ``EXTERNAL`` takes the identity the transport proves: the peer's user over ldapi://,
+    the client certificate over TLS. ``GSSAPI`` uses the Kerberos ticket cache. A
+    mechanism that needs a secret (``DIGEST-MD5``) gets it from ``secret()``, called at
+    each bind and not kept. Connections are pooled by mechanism, ``user`` and
+    ``authz_id``.
+    """
+
+    mechanism: str = attrs.field(validator=_mechanism)
+    #: The authorization identity to assume ("" or None: the authenticated one).
+    authz_id: str | None = attrs.field(default=None, validator=_optional_str)
+    #: The authentication identity, for mechanisms that take one (DIGEST-MD5).
+    user: str | None = attrs.field(default=None, validator=_optional_str)
+    #: Returns the secret, for mechanisms that take one; called at each bind.
+    secret: Callable[[], str] | None = attrs.field(
+        default=None, repr=False, validator=_optional_callable
+    )
+
+    @classmethod
+    def external(cls, authz_id: str | None = None) -> Sasl:
+        """SASL EXTERNAL: the identity of ldapi://'s peer or of the TLS client certificate."""
+        return cls("EXTERNAL", authz_id)
+
+
 @runtime_checkable
 class Owner(Protocol):
     """The pool's side of one connection, given to it once, when it is opened."""
@@ -114,6 +204,19 @@ class Connection(Protocol):
 
     def bind(self, who: str | None, cred: str | None) -> None:
         """Simple bind (anonymous when both are None). Keeps no copy of ``cred``."""
+
+    def check_password(self, who: str, cred: str) -> BindAnswer:
+        """Simple bind as ``who`` with the password policy request control (not
+        critical): one bind request, never repeated.
+
+        A server's refusal (wrong password, locked account...) is returned, with the
+        policy answer if the server sent one; transport errors (DOWN, TIMEOUT) are
+        raised. Keeps no copy of ``cred``; the connection stays bound as ``who`` on
+        success, and usable (anonymous) after a refusal.
+        """
+
+    def sasl_bind(self, sasl: Sasl) -> None:
+        """SASL bind; raises the driver's exception when refused. Keeps no secret."""
 
     def looks_alive(self) -> bool:
         """False if the server has closed (or reset) this idle connection.
