@@ -9,24 +9,31 @@
 import importlib as _importlib
 import typing as _typing
 
+from ldappool._auth import AuthResult
 from ldappool._errors import (
+    AccountLockedError,
     BackendError,
     BackendTimeoutError,
     DriverNotInstalledError,
     InvalidCredentialsError,
     LDAPPoolError,
     MaxConnectionReachedError,
+    PasswordExpiredError,
     PoolClosedError,
     ServerDownError,
 )
 from ldappool._manager import ConnectionManager
 from ldappool._policies import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy, RoundRobin
 from ldappool._port import (
+    BindAnswer,
     Connection,
     ConnectSettings,
     Driver,
     ErrorKind,
     Owner,
+    PasswordPolicy,
+    PolicyError,
+    Sasl,
     Server,
     TLSSettings,
 )
@@ -42,8 +49,11 @@ __version__ = "4.0.0.dev0"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AccountLockedError",
+    "AuthResult",
     "BackendError",
     "BackendTimeoutError",
+    "BindAnswer",
     "ConnectSettings",
     "Connection",
     "ConnectionManager",
@@ -58,10 +68,14 @@ __all__ = [
     "LifetimePolicy",
     "MaxConnectionReachedError",
     "Owner",
+    "PasswordExpiredError",
+    "PasswordPolicy",
+    "PolicyError",
     "PoolClosedError",
     "PythonLdapDriver",
     "RetryPolicy",
     "RoundRobin",
+    "Sasl",
     "Server",
     "ServerDownError",
     "StateConnector",

@@ -12,11 +12,33 @@ import logging
 from collections.abc import Callable, Sequence
 
 from ldappool._clock import Clock
-from ldappool._errors import ERROR_FOR_KIND, LDAPPoolError, driver_flavoured
+from ldappool._errors import (
+    ERROR_FOR_KIND,
+    AccountLockedError,
+    InvalidCredentialsError,
+    LDAPPoolError,
+    PasswordExpiredError,
+    driver_flavoured,
+)
+from ldappool._identity import Credentials
 from ldappool._policies import FailoverPolicy, RetryPolicy
-from ldappool._port import Connection, ConnectSettings, Driver, ErrorKind, Server
+from ldappool._port import (
+    Connection,
+    ConnectSettings,
+    Driver,
+    ErrorKind,
+    PasswordPolicy,
+    PolicyError,
+    Server,
+)
 
-__all__ = ["Dialer"]
+__all__ = ["Dialer", "bind"]
+
+#: The error a refused password check raises, by the policy answer's reason.
+_POLICY_ERRORS: dict[PolicyError | None, type[InvalidCredentialsError]] = {
+    PolicyError.ACCOUNT_LOCKED: AccountLockedError,
+    PolicyError.PASSWORD_EXPIRED: PasswordExpiredError,
+}
 
 log = logging.getLogger("ldappool")
 
@@ -53,19 +75,51 @@ class Dialer:
         healthy = [s for s in ordered if self._quarantine.get(s, 0.0) <= now]
         return healthy + [s for s in ordered if s not in healthy]
 
-    def open(self, who: str | None, cred: str | None) -> tuple[Connection, Server]:
+    def open(self, credentials: Credentials) -> tuple[Connection, Server]:
         """Connect and bind; raise InvalidCredentialsError, BackendError or ServerDownError."""
-        return self._run(lambda server: self._connect_and_bind(server, who, cred), who)
 
-    def reopen(self, conn: Connection, who: str | None, cred: str | None) -> Server:
+        def attempt(server: Server) -> Connection:
+            conn = self.driver.connect(server, self.settings)
+            try:
+                bind(conn, credentials)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        return self._run(attempt, credentials.who)
+
+    def open_unbound(self) -> tuple[Connection, Server]:
+        """Connect without binding, for password checks; one round trip (WhoAmI) proves
+        the server answers, so that the check's bind is sent on a working connection.
+
+        Any answer will do, a refusal included: it is the server answering.
+        """
+
+        def attempt(server: Server) -> Connection:
+            conn = self.driver.connect(server, self.settings)
+            try:
+                conn.ping()
+            except Exception as exc:
+                if self.driver.classify(exc).transient:
+                    conn.close()
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        return self._run(attempt, None)
+
+    def reopen(self, conn: Connection, credentials: Credentials) -> Server:
         """Give ``conn`` a new transport and bind it again, as :meth:`open` would."""
 
         def attempt(server: Server) -> Connection:
             conn.reconnect(server, self.settings)
-            conn.bind(who, cred)
+            bind(conn, credentials)
             return conn
 
-        return self._run(attempt, who)[1]
+        return self._run(attempt, credentials.who)[1]
 
     def _run(
         self, attempt_on: Callable[[Server], Connection], who: str | None
@@ -117,15 +171,6 @@ class Dialer:
             last_error,
         ) from last_error
 
-    def _connect_and_bind(self, server: Server, who: str | None, cred: str | None) -> Connection:
-        conn = self.driver.connect(server, self.settings)
-        try:
-            conn.bind(who, cred)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     def refusal(
         self,
         kind: ErrorKind,
@@ -143,17 +188,49 @@ class Dialer:
             message = f"{server} refused the {what}: {exc!r}"
         return self.error(kind, message, server, exc)
 
+    def password_refusal(
+        self,
+        refusal: BaseException,
+        policy: PasswordPolicy | None,
+        server: Server | None,
+        who: str,
+    ) -> LDAPPoolError:
+        """The error for a refused password check: InvalidCredentialsError, or the
+        subclass the server's policy answer names; BackendError for another answer."""
+        kind = self.driver.classify(refusal)
+        if kind is not ErrorKind.CREDENTIALS:
+            return self.refusal(kind, refusal, server, who, "password check")
+        self.count("invalid_credentials")
+        reason = policy.error if policy is not None else None
+        error: type[InvalidCredentialsError] = _POLICY_ERRORS.get(reason, InvalidCredentialsError)
+        detail = f" ({reason.name.lower().replace('_', ' ')})" if reason is not None else ""
+        message = f"{server} refused the password of {who!r}{detail}"
+        found = self.error(kind, message, server, refusal, error)
+        assert isinstance(found, InvalidCredentialsError)
+        found.policy = policy
+        return found
+
     def error(
         self,
         kind: ErrorKind,
         message: str,
         server: Server | None,
         cause: BaseException | None,
+        error: type[LDAPPoolError] | None = None,
     ) -> LDAPPoolError:
-        """The ldappool error for a driver error of this ``kind``, also an instance of the
-        driver's matching classes (when the driver names them: ``Driver.error_bases``),
-        so that code written against the driver's exceptions catches it too."""
-        error = ERROR_FOR_KIND[kind]
+        """The ldappool error for a driver error of this ``kind`` (or ``error``), also an
+        instance of the driver's matching classes (when the driver names them:
+        ``Driver.error_bases``), so that code written against the driver's exceptions
+        catches it too."""
+        error = error or ERROR_FOR_KIND[kind]
         bases = getattr(self.driver, "error_bases", None)
         native = tuple(bases(kind, cause)) if bases is not None else ()
         return driver_flavoured(error, native, message, str(server) if server else None, cause)
+
+
+def bind(conn: Connection, credentials: Credentials) -> None:
+    """Bind ``conn`` as ``credentials`` say: a simple bind, or a SASL one."""
+    if credentials.sasl is not None:
+        conn.sasl_bind(credentials.sasl)
+    else:
+        conn.bind(credentials.who, credentials.cred)

@@ -17,12 +17,14 @@ from ldappool._port import ErrorKind
 
 __all__ = [
     "ERROR_FOR_KIND",
+    "AccountLockedError",
     "BackendError",
     "BackendTimeoutError",
     "DriverNotInstalledError",
     "InvalidCredentialsError",
     "LDAPPoolError",
     "MaxConnectionReachedError",
+    "PasswordExpiredError",
     "PoolClosedError",
     "ServerDownError",
     "driver_flavoured",
@@ -92,6 +94,26 @@ class InvalidCredentialsError(LDAPPoolError):
     bind on the server (account lockout policies count those). Not a
     :class:`BackendError`: in ldappool 3.x a wrong password was python-ldap's
     ``INVALID_CREDENTIALS``, and programs catch it after ``except BackendError``.
+
+    ``policy``: the server's password policy answer to the refused bind
+    (:class:`~ldappool.PasswordPolicy`), when it sent one; see ``authenticate()``.
+    """
+
+    policy: Any = None
+
+
+class AccountLockedError(InvalidCredentialsError):
+    """The account is locked (password policy): the password was not even checked.
+
+    Raised by ``authenticate()`` when the server's password policy answer says so.
+    """
+
+
+class PasswordExpiredError(InvalidCredentialsError):
+    """The password has expired and no grace login is left (password policy): it must
+    be reset by other means.
+
+    Raised by ``authenticate()`` when the server's password policy answer says so.
     """
 
 

@@ -13,7 +13,9 @@ import hmac
 import os
 from typing import NamedTuple
 
-__all__ = ["Credentials", "Identity", "IdentityHasher"]
+from ldappool._port import Sasl
+
+__all__ = ["PASSWORD_CHECKS", "Credentials", "Identity", "IdentityHasher"]
 
 
 class Identity:
@@ -24,11 +26,13 @@ class Identity:
     confirmed with :func:`hmac.compare_digest`.
     """
 
-    __slots__ = ("_hash", "dn", "key")
+    __slots__ = ("_hash", "dn", "key", "label")
 
-    def __init__(self, dn: str | None, key: bytes) -> None:
+    def __init__(self, dn: str | None, key: bytes, label: str | None = None) -> None:
         self.dn = dn
         self.key = key
+        #: What ``print(cm)`` shows in the Bind DN column: the DN unless said otherwise.
+        self.label = dn if label is None else label
         self._hash = hash(key)
 
     def __eq__(self, other: object) -> bool:
@@ -68,6 +72,16 @@ class IdentityHasher:
                 digest.update(len(data).to_bytes(8, "big") + data)
         return Identity(dn, digest.digest())
 
+    def sasl_identity(self, sasl: Sasl) -> Identity:
+        """The identity of a SASL bind: its mechanism, authentication and authorization
+        identities (no secret: it may change between binds without changing who binds)."""
+        digest = hashlib.blake2b(key=self._key, digest_size=32, person=b"ldappool-sasl")
+        for part in (sasl.mechanism, sasl.user, sasl.authz_id):
+            data = b"\xff" if part is None else part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "big") + data)
+        who = " ".join(p for p in (sasl.user, sasl.authz_id) if p)
+        return Identity(None, digest.digest(), f"SASL {sasl.mechanism} {who}".rstrip())
+
 
 class Credentials(NamedTuple):
     """Who one checkout binds as: what the pool passes down instead of the checkout itself.
@@ -81,6 +95,14 @@ class Credentials(NamedTuple):
     identity: Identity
     who: str | None
     cred: str | None = None
+    #: A SASL bind instead of a simple one (``who`` and ``cred`` are then None).
+    sasl: Sasl | None = None
 
     def __repr__(self) -> str:
-        return f"Credentials(who={self.who!r})"
+        how = f", sasl={self.sasl.mechanism!r}" if self.sasl is not None else ""
+        return f"Credentials(who={self.who!r}{how})"
+
+
+#: Who a connection kept for ``authenticate()`` is lent to: no checkout can ask for it
+#: (its key is no digest's length), and it binds as nobody until the check binds it.
+PASSWORD_CHECKS = Credentials(Identity(None, b"password checks", "(password checks)"), None)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ldappool._auth import AuthResult, unauthenticated
 from ldappool._clock import Clock, SystemClock
 from ldappool._dialer import Dialer
+from ldappool._errors import LDAPPoolError
 from ldappool._identity import Credentials, IdentityHasher
 from ldappool._lease import Lease
 from ldappool._policies import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy
-from ldappool._port import ConnectSettings, Driver, TLSSettings
+from ldappool._port import ConnectSettings, Driver, ErrorKind, PasswordPolicy, Sasl, TLSSettings
 from ldappool._registry import resolve
 from ldappool._stats import Stats
 from ldappool._table import render
@@ -87,12 +89,23 @@ class ConnectionManager:
         tls_verify: bool | None = None,
         warn_held_after: float | None = None,
         handoff_after: float = 0.05,
+        auth_size: int | None = None,
+        sasl: Sasl | None = None,
         clock: Clock | None = None,
     ) -> None:
         servers = None if connector_cls is not None else parse_uris(uri)
         self._bind = check_optional_str("bind", bind)
         self._passwd = check_optional_str("passwd", passwd)
+        if unauthenticated(self._bind, self._passwd):
+            raise ValueError(
+                "passwd: a bind DN without a password makes an unauthenticated bind, which "
+                "servers answer as anonymous; give the password (or no bind DN)"
+            )
+        self._sasl = _sasl(sasl)
+        if self._sasl is not None and (self._bind is not None or self._passwd is not None):
+            raise ValueError("sasl: give either sasl or bind and passwd, not both")
         size = check_int("size", size, minimum=1)
+        auth_size = _auth_size(auth_size, size)
         self._retry_max = check_int("retry_max", retry_max, minimum=1)
         self._retry_delay = check_number("retry_delay", retry_delay) or 0.0
         self._use_tls = check_bool("use_tls", use_tls)
@@ -122,7 +135,7 @@ class ConnectionManager:
         self._servers = servers
         self._lifetime = lifetime
         self._hasher = IdentityHasher()
-        self._set_default_identity(self._bind, self._passwd)
+        self._set_default_identity(self._bind, self._passwd, self._sasl)
         self._clock = clock
         settings = ConnectSettings(timeout=seconds, use_tls=self._use_tls, tls=tls)
         self._dialer = Dialer(self._driver, servers, settings, retry, failover, clock)
@@ -135,6 +148,7 @@ class ConnectionManager:
             clock=clock,
             warn_held_after=held,
             handoff_after=handoff,
+            auth_size=auth_size,
         )
 
     # -- the attributes that change while the pool runs -----------------------------------
@@ -181,9 +195,34 @@ class ConnectionManager:
     def passwd(self, password: str | None) -> None:
         self._set_default_identity(self._bind, check_optional_str("passwd", password))
 
-    def _set_default_identity(self, bind: str | None, passwd: str | None) -> None:
-        self._bind, self._passwd = bind, passwd
-        self._default = Credentials(self._hasher.identity(bind, passwd), bind, passwd)
+    def _set_default_identity(
+        self, bind: str | None, passwd: str | None, sasl: Sasl | None = None
+    ) -> None:
+        """The identity of ``connection()`` without arguments; None when it would be an
+        unauthenticated bind (``connection()`` then refuses it)."""
+        self._bind, self._passwd, self._sasl = bind, passwd, sasl
+        self._default: Credentials | None = (
+            Credentials(self._hasher.sasl_identity(sasl), None, None, sasl)
+            if sasl is not None
+            else None
+            if unauthenticated(bind, passwd)
+            else Credentials(self._hasher.identity(bind, passwd), bind, passwd)
+        )
+
+    @property
+    def sasl(self) -> Sasl | None:
+        """The default SASL bind of :meth:`connection` (instead of ``bind``/``passwd``)."""
+        return self._sasl
+
+    @property
+    def auth_size(self) -> int | None:
+        """How many password checks run at once (and connections kept for them); None:
+        half of ``size``. Setting it applies now."""
+        return self._pool.auth_size
+
+    @auth_size.setter
+    def auth_size(self, auth_size: int | None) -> None:
+        self._pool.auth_size = _auth_size(auth_size, self.size)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -240,18 +279,66 @@ class ConnectionManager:
 
     # -- lending -------------------------------------------------------------------------
 
-    def connection(self, bind: str | None = None, passwd: str | None = None) -> Lease:
+    def connection(
+        self, bind: str | None = None, passwd: str | None = None, *, sasl: Sasl | None = None
+    ) -> Lease:
         """A context manager lending a bound connection: the driver's own object.
 
         ``bind`` and ``passwd`` default, each on its own, to the manager's (as in the
-        ldappool 3.x). The connection is returned to the pool when the block ends, unless the
-        block lost it (connection errors) or re-bound it.
+        ldappool 3.x); ``sasl`` binds with SASL instead. The connection is returned to
+        the pool when the block ends, unless the block lost it (connection errors) or
+        re-bound it. A bind DN without a password raises InvalidCredentialsError here:
+        servers would take it as anonymous (see :meth:`authenticate`).
         """
-        if bind is None and passwd is None:
-            return Lease(self._pool, self._default)
+        default = self._default
+        if bind is None and passwd is None and sasl is None and default is not None:
+            return Lease(self._pool, default)
+        if sasl is not None:
+            if bind is not None or passwd is not None:
+                raise ValueError("connection(): give either sasl or bind and passwd, not both")
+            checked = _sasl(sasl)
+            assert checked is not None
+            return Lease(
+                self._pool, Credentials(self._hasher.sasl_identity(checked), None, None, checked)
+            )
         who = self._bind if bind is None else check_optional_str("bind", bind)
         cred = self._passwd if passwd is None else check_optional_str("passwd", passwd)
+        if unauthenticated(who, cred):
+            raise self._unauthenticated(who)
         return Lease(self._pool, Credentials(self._hasher.identity(who, cred), who, cred))
+
+    def authenticate(self, dn: str, password: str) -> AuthResult:
+        """Check ``dn``'s ``password`` with exactly one bind; return what the server's
+        password policy said, or raise.
+
+        Lockout-safe: the bind is sent once, never retried and never sent to another
+        server once sent (an answer lost on the way raises BackendError: it may have
+        counted as a failed attempt); only connecting is retried and failed over. The
+        check uses connections kept for password checks (at most ``auth_size`` of the
+        pool's ``size``), never one a ``connection()`` could get while bound as the
+        user, and keeps no password afterwards. Raises InvalidCredentialsError (and its
+        AccountLockedError, PasswordExpiredError) when refused, at once for an empty
+        password or DN; BackendError, MaxConnectionReachedError, PoolClosedError.
+        """
+        dn = _required_str("dn", dn)
+        password = _required_str("password", password)
+        if not dn or not password:
+            raise self._unauthenticated(dn)
+        answer, server = self._pool.authenticate(dn, password)
+        if answer.refusal is not None:
+            raise self._dialer.password_refusal(
+                answer.refusal, answer.policy, server, dn
+            ) from answer.refusal
+        return AuthResult(dn, str(server) if server else None, answer.policy or PasswordPolicy())
+
+    def _unauthenticated(self, who: str | None) -> LDAPPoolError:
+        return self._dialer.error(
+            ErrorKind.CREDENTIALS,
+            f"refused to bind as {who!r} without a password (or without a DN): the server "
+            "would take it as an unauthenticated, anonymous bind; nothing was sent",
+            None,
+            None,
+        )
 
     def purge(self, bind: str | None, passwd: str | None = None) -> int:
         """Drop the connections bound as ``bind`` (with ``passwd``, if given).
@@ -305,6 +392,29 @@ def _timeout(value: object) -> float | None:
 
 def _pool_timeout(value: object) -> float | None:
     return check_number("pool_timeout", value, allow_none=True)
+
+
+def _auth_size(value: object, size: int) -> int | None:
+    if value is None:
+        return None
+    auth_size = check_int("auth_size", value, minimum=1)
+    if auth_size > size:
+        raise ValueError(f"auth_size must be at most size ({size}), not {auth_size}")
+    return auth_size
+
+
+def _sasl(value: object) -> Sasl | None:
+    if value is not None and not isinstance(value, Sasl):
+        raise TypeError(
+            f"sasl must be an ldappool.Sasl instance or None, not {type(value).__name__}"
+        )
+    return value
+
+
+def _required_str(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
 
 
 def _path(name: str, value: object) -> str | None:

@@ -14,9 +14,9 @@ import threading
 from ldappool._clock import Clock
 from ldappool._core.machine import PoolMachine
 from ldappool._core.slots import Slot, Step
-from ldappool._dialer import Dialer
-from ldappool._identity import Credentials
-from ldappool._port import Connection
+from ldappool._dialer import Dialer, bind
+from ldappool._identity import PASSWORD_CHECKS, Credentials
+from ldappool._port import BindAnswer, Connection, ErrorKind
 
 __all__ = ["SlotIO", "SlotOwner"]
 
@@ -63,7 +63,10 @@ class SlotIO:
         return True
 
     def _open(self, slot: Slot, credentials: Credentials) -> None:
-        conn, server = self._dialer.open(credentials.who, credentials.cred)
+        if credentials is PASSWORD_CHECKS:
+            conn, server = self._dialer.open_unbound()
+        else:
+            conn, server = self._dialer.open(credentials)
         with self.lock:
             self._machine.opened(slot, conn, server, self._now())
         # For the connection's life: it refuses to recover unless the slot is lent.
@@ -72,7 +75,7 @@ class SlotIO:
     def _rebind(self, slot: Slot, conn: Connection, credentials: Credentials) -> bool:
         """Bind an idle connection of another identity; False if it turned out dead."""
         try:
-            conn.bind(credentials.who, credentials.cred)
+            bind(conn, credentials)
         except Exception as exc:
             kind = self._classify(exc)
             if kind.transient:
@@ -81,6 +84,27 @@ class SlotIO:
         with self.lock:
             self._machine.rebound(slot)
         return True
+
+    def check_password(self, slot: Slot, who: str, cred: str) -> BindAnswer:
+        """Bind the slot's connection as ``who``: one bind request, never repeated.
+
+        A refusal is the answer, returned. Anything else (the connection lost, no answer
+        in time) raises BackendError: the bind may have reached the server and counted
+        as a failed attempt, so it is neither retried nor sent elsewhere.
+        """
+        conn = slot.conn
+        assert conn is not None
+        try:
+            return conn.check_password(who, cred)
+        except Exception as exc:
+            kind = self._classify(exc)
+            raise self._dialer.error(
+                kind if kind.transient else ErrorKind.DOWN,
+                f"the password check of {who!r} on {slot.server} got no answer ({exc!r}); "
+                "not retried, as the server may have counted it",
+                slot.server,
+                exc,
+            ) from exc
 
     def _discard(self, slot: Slot, reason: str | None) -> Step:
         """Close the slot's connection (``reason``: why, as a counter) and go on to OPEN."""
@@ -102,7 +126,7 @@ class SlotIO:
         if credentials is None or slot.conn is not conn:
             raise RuntimeError("not lent: a connection in the pool is not recovered")
         lost_from = slot.server
-        server = self._dialer.reopen(conn, credentials.who, credentials.cred)
+        server = self._dialer.reopen(conn, credentials)
         with self.lock:
             self._machine.recovered(slot, server, self._now())
         log.info(

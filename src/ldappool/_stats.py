@@ -31,6 +31,7 @@ class Stats:
     connect_errors: int  #: failed connect/bind attempts (server down or timed out)
     failovers: int  #: times a server was given up for the next one
     invalid_credentials: int  #: binds refused for wrong DN or password
+    password_checks: int  #: authenticate() calls that got to check (whatever the answer)
 
 
 #: The counters among Stats' fields (the others describe the pool now).
@@ -64,6 +65,7 @@ class Counters:
     connect_errors: int
     failovers: int
     invalid_credentials: int
+    password_checks: int
 
     def __init__(self) -> None:
         for name in COUNTER_NAMES:

@@ -9,6 +9,7 @@ waiting on a full pool blocks on its own lock, released when the machine wakes i
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import traceback
@@ -20,8 +21,9 @@ from ldappool._core.machine import PoolMachine
 from ldappool._core.slots import Slot, SlotView, Step
 from ldappool._core.waiting import Waiter
 from ldappool._dialer import Dialer
-from ldappool._identity import Credentials, Identity
+from ldappool._identity import PASSWORD_CHECKS, Credentials, Identity
 from ldappool._policies import LifetimePolicy
+from ldappool._port import BindAnswer, Connection, Server
 from ldappool._slot_io import SlotIO
 from ldappool._stats import Stats
 
@@ -66,8 +68,10 @@ class ThreadedPool:
         clock: Clock,
         warn_held_after: float | None = None,
         handoff_after: float = 0.05,
+        auth_size: int | None = None,
     ) -> None:
         self._machine = PoolMachine(
+            auth_size=auth_size,
             size=size,
             lifetime=lifetime,
             reuse=reuse,
@@ -89,8 +93,12 @@ class ThreadedPool:
 
     # -- checkout --------------------------------------------------------------------
 
-    def checkout(self, credentials: Credentials) -> Slot:
-        """A slot whose connection is live and bound as ``credentials``."""
+    def checkout(self, credentials: Credentials, deadline: float = math.nan) -> Slot:
+        """A slot whose connection is live and bound as ``credentials``.
+
+        ``deadline``: the ``time.monotonic()`` until which to wait for a slot; by default
+        ``pool_timeout`` from now (infinity: no limit).
+        """
         now = self._now()
         with self._lock:
             slot = self._request(credentials, now)
@@ -98,7 +106,7 @@ class ThreadedPool:
                 waiter, overdue = self._queue(credentials, now)
         if slot is None:
             self._warn_overdue(overdue, now)
-            slot = self._wait(waiter)
+            slot = self._wait(waiter, self._deadline() if math.isnan(deadline) else deadline)
         elif slot.step is _LEND and self.warn_held_after is None:
             conn = slot.conn
             if conn is not None and conn.looks_alive():  # the common case ends here
@@ -134,10 +142,14 @@ class ThreadedPool:
                 self._origins[slot] = origin
         return slot
 
-    def _wait(self, waiter: _ThreadWaiter) -> Slot:
-        """Sleep until a slot is handed over, or woken, until one is found or time is up."""
+    def _deadline(self) -> float:
+        """When a checkout starting now stops waiting (``time.monotonic()``)."""
         timeout = self._machine.pool_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        return math.inf if timeout is None else time.monotonic() + timeout
+
+    def _wait(self, waiter: _ThreadWaiter, deadline: float) -> Slot:
+        """Sleep until a slot is handed over, or woken, until one is found or time is up."""
+        timeout = _left(deadline)
         try:
             while True:
                 woken = waiter.wait(timeout)
@@ -147,8 +159,7 @@ class ThreadedPool:
                     slot = self._machine.look(waiter, self._now(), timed_out=not woken)
                 if slot is not None:
                     return slot
-                if deadline is not None:
-                    timeout = deadline - time.monotonic()
+                timeout = _left(deadline)
         except BaseException:  # KeyboardInterrupt, time out...: leave the queue, lose no slot
             with self._lock:
                 slot, step = self._machine.cancel(waiter, self._now())
@@ -181,12 +192,30 @@ class ThreadedPool:
             self._warn_at_checkin(slot, now)
         with self._lock:
             step = self._return(slot, now, lost, changed)
-        if step is _KEEP:
-            return
+        if step is not _KEEP:
+            self._carry_out(slot, conn, step, error if lost else None)
+
+    def _settle(
+        self, slot: Slot, *, lost: bool, changed: bool, error: BaseException | None
+    ) -> None:
+        """A checkin of the pool's own (a password check's slot)."""
+        conn = slot.conn
+        now = self._now()
+        if self._origins:
+            self._warn_at_checkin(slot, now)
+        with self._lock:
+            step = self._return(slot, now, lost, changed)
+        if step is not _KEEP:
+            self._carry_out(slot, conn, step, error)
+
+    def _carry_out(
+        self, slot: Slot, conn: Connection | None, step: Step, lost: BaseException | None
+    ) -> None:
+        """What the machine said at checkin: CLOSE the connection, or ABANDON it."""
         if step is _CLOSE:
-            if lost:
+            if lost is not None:
                 log.info(
-                    "slot %d: connection to %s lost in use: %r", slot.number, slot.server, error
+                    "slot %d: connection to %s lost in use: %r", slot.number, slot.server, lost
                 )
             self._close(slot)
         elif step is Step.ABANDON and conn is not None:
@@ -212,6 +241,49 @@ class ThreadedPool:
     def _count(self, name: str) -> None:
         with self._lock:
             self._machine.count(name)
+
+    # -- password checks -------------------------------------------------------------
+
+    def authenticate(self, who: str, cred: str) -> tuple[BindAnswer, Server | None]:
+        """Check a password with one bind, on a connection kept for password checks.
+
+        At most the gate's limit of checks run at once (see :mod:`ldappool._core.gate`);
+        waiting for the gate and then for a slot takes ``pool_timeout`` in all. A
+        refused password leaves the connection in service; a bind that got no answer
+        raises BackendError and the connection is closed.
+        """
+        deadline = self._deadline()
+        waiter = _ThreadWaiter(PASSWORD_CHECKS, self._now())
+        with self._lock:
+            passed = self._machine.enter_gate(waiter)
+        if not passed:
+            self._wait_at_gate(waiter, deadline)
+        try:
+            slot = self.checkout(PASSWORD_CHECKS, deadline)
+            server = slot.server
+            try:
+                answer = self._io.check_password(slot, who, cred)
+            except BaseException:
+                self._settle(slot, lost=True, changed=False, error=None)
+                raise
+            self._settle(slot, lost=False, changed=False, error=None)
+            return answer, server
+        finally:
+            with self._lock:
+                self._machine.leave_gate()
+
+    def _wait_at_gate(self, waiter: _ThreadWaiter, deadline: float) -> None:
+        """Sleep until the gate lets this password check in, or time is up."""
+        try:
+            while True:
+                woken = waiter.wait(_left(deadline))
+                with self._lock:
+                    if self._machine.at_gate(waiter, timed_out=not woken):
+                        return
+        except BaseException:
+            with self._lock:
+                self._machine.cancel_gate(waiter)
+            raise
 
     # -- maintenance -----------------------------------------------------------------
 
@@ -267,6 +339,15 @@ class ThreadedPool:
         self._machine.pool_timeout = seconds
 
     @property
+    def auth_size(self) -> int | None:
+        return self._machine.auth_size
+
+    @auth_size.setter
+    def auth_size(self, auth_size: int | None) -> None:
+        with self._lock:
+            self._machine.set_auth_size(auth_size)
+
+    @property
     def handoff_after(self) -> float:
         return self._machine.handoff_after
 
@@ -279,3 +360,8 @@ class ThreadedPool:
         """The occupied slots and the counters, read together under the lock."""
         with self._lock:
             return self._machine.snapshot()
+
+
+def _left(deadline: float) -> float | None:
+    """Seconds until ``deadline`` (a ``time.monotonic()``), None for no limit."""
+    return None if deadline == math.inf else deadline - time.monotonic()

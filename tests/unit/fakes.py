@@ -8,7 +8,15 @@ from typing import Any
 
 import attrs
 
-from ldappool._port import ConnectSettings, ErrorKind, Owner, Server
+from ldappool._port import (
+    BindAnswer,
+    ConnectSettings,
+    ErrorKind,
+    Owner,
+    PasswordPolicy,
+    Sasl,
+    Server,
+)
 
 
 class FakeDown(Exception):
@@ -32,6 +40,14 @@ class FakeServer:
     """What the server would see: connections open now, the most ever, binds."""
 
     users: dict[str | None, str | None] = attrs.field(factory=lambda: {None: None})
+    #: The password policy answer to a bind as each DN (right password or not).
+    policies: dict[str, PasswordPolicy] = attrs.field(factory=dict)
+    #: Refuse these DNs whatever the password (a locked account).
+    locked: set[str] = attrs.field(factory=set)
+    #: SASL identities accepted: (mechanism, authz_id) -> the DN it maps to.
+    sasl: dict[tuple[str, str | None], str] = attrs.field(factory=dict)
+    #: Lose the connection after receiving a password check's bind (no answer comes).
+    drop_checks: bool = False
     up: bool = True
     timeout: bool = False
     live: int = 0
@@ -108,6 +124,33 @@ class FakeConnection:
             self.bound_as = None
             raise FakeInvalidCredentials(who)
         self.bound_as = who
+        self.changed = False
+
+    def check_password(self, who: str, cred: str) -> BindAnswer:
+        with self.server.lock:
+            self.server.binds += 1
+        if self.dropped or not self.server.up:
+            raise FakeDown("bind on a lost connection")
+        if self.server.drop_checks:
+            self.dropped = True
+            raise FakeDown("connection lost before the answer")
+        policy = self.server.policies.get(who)
+        if who in self.server.locked or self.server.users.get(who, object()) != cred:
+            self.bound_as = None
+            return BindAnswer(FakeInvalidCredentials(who), policy)
+        self.bound_as = who
+        return BindAnswer(None, policy)
+
+    def sasl_bind(self, sasl: Sasl) -> None:
+        with self.server.lock:
+            self.server.binds += 1
+        if self.dropped or not self.server.up:
+            raise FakeDown("bind on a lost connection")
+        dn = self.server.sasl.get((sasl.mechanism, sasl.authz_id))
+        if dn is None:
+            self.bound_as = None
+            raise FakeInvalidCredentials(sasl.mechanism)
+        self.bound_as = dn
         self.changed = False
 
     def looks_alive(self) -> bool:

@@ -19,7 +19,7 @@ from ldappool._core.machine import PoolMachine
 from ldappool._core.slots import Slot, Step
 from ldappool._core.waiting import Waiter
 from ldappool._errors import MaxConnectionReachedError, PoolClosedError
-from ldappool._identity import Credentials, Identity, IdentityHasher
+from ldappool._identity import PASSWORD_CHECKS, Credentials, Identity, IdentityHasher
 from ldappool._policies import LifetimePolicy
 from ldappool._port import Connection, Server
 
@@ -898,7 +898,7 @@ def test_cancel_without_a_handed_slot_gives_nothing_to_close() -> None:
 
 # -- property: random sequences of events keep the machine's books straight ----------------
 
-WHO = (ALICE, BOB, CAROL)
+WHO = (ALICE, BOB, CAROL, PASSWORD_CHECKS)
 TICKS = (0.0, 0.02, 0.06, 0.7, 2.5)
 OPS = (
     "request",
@@ -1148,3 +1148,72 @@ def test_random_events_keep_the_invariants(size: int, handoff_after: float, ops:
     runner.drain()
     assert runner.m.snapshot()[1].in_use == 0
     assert runner.m.snapshot()[1].waiting == 0
+
+
+# -- password checks: the gate, and the lane's connections -----------------------------------
+
+CHECKS = PASSWORD_CHECKS
+
+
+def test_gate_lets_in_auth_size_checks_then_queues_first_come_first_served() -> None:
+    m = PoolMachine(size=4, lifetime=lifetime(), auth_size=2, pool_timeout=1.0)
+    inside = [RecordingWaiter(CHECKS, 0.0) for _ in range(2)]
+    assert all(m.enter_gate(w) for w in inside)
+    first, second = RecordingWaiter(CHECKS, 0.1), RecordingWaiter(CHECKS, 0.2)
+    assert not m.enter_gate(first) and not m.enter_gate(second)
+    assert m.snapshot()[1].waiting == 2
+    m.leave_gate()
+    assert (first.wakes, second.wakes) == (1, 0)
+    assert m.at_gate(first, timed_out=False)
+    assert not m.at_gate(second, timed_out=False)  # still queued
+    with pytest.raises(MaxConnectionReachedError, match="auth_size"):
+        m.at_gate(second, timed_out=True)
+    assert m.snapshot()[1].waiting == 0
+    assert m.counts.wait_timeouts == 1
+
+
+def test_a_check_let_in_as_it_gives_up_passes_its_place_on() -> None:
+    m = PoolMachine(size=2, lifetime=lifetime(), auth_size=1, pool_timeout=1.0)
+    assert m.enter_gate(RecordingWaiter(CHECKS, 0.0))
+    late, next_one = RecordingWaiter(CHECKS, 0.1), RecordingWaiter(CHECKS, 0.2)
+    m.enter_gate(late)
+    m.enter_gate(next_one)
+    m.leave_gate()  # lets ``late`` in...
+    m.cancel_gate(late)  # ...which was interrupted meanwhile
+    assert next_one.wakes == 1 and m.at_gate(next_one, timed_out=False)
+
+
+def test_the_default_share_is_half_the_size_and_follows_a_resize() -> None:
+    m = PoolMachine(size=4, lifetime=lifetime(), pool_timeout=1.0)
+    assert [m.enter_gate(RecordingWaiter(CHECKS, 0.0)) for _ in range(3)] == [True, True, False]
+    m.resize(6, 1.0)  # half of 6: one more place, taken by the queued check
+    assert m.snapshot()[1].waiting == 0
+    m.set_auth_size(1)
+    m.leave_gate()
+    m.leave_gate()
+    assert not m.enter_gate(RecordingWaiter(CHECKS, 2.0))  # 1 inside, limit 1
+
+
+def test_close_fails_the_checks_queued_at_the_gate() -> None:
+    m = PoolMachine(size=1, lifetime=lifetime(), auth_size=1, pool_timeout=1.0)
+    assert m.enter_gate(RecordingWaiter(CHECKS, 0.0))
+    queued = RecordingWaiter(CHECKS, 0.1)
+    assert not m.enter_gate(queued)
+    m.close()
+    assert queued.wakes == 1
+    with pytest.raises(PoolClosedError):
+        m.at_gate(queued, timed_out=False)
+    with pytest.raises(PoolClosedError):
+        m.enter_gate(RecordingWaiter(CHECKS, 0.2))
+
+
+def test_a_check_takes_another_identity_s_idle_connection_without_a_rebind() -> None:
+    m = machine(size=1)
+    alice = lend(m, ALICE, 0.0)
+    m.checkin(alice, 1.0)
+    slot = m.request(CHECKS, 2.0)
+    assert slot is alice and slot.step is Step.LEND  # the check's own bind is enough
+    assert slot.identity == CHECKS.identity
+    m.checkin(slot, 3.0)
+    again = m.request(ALICE, 4.0)  # never lent to alice as it is: bound as the last user
+    assert again is slot and again.step is Step.REBIND

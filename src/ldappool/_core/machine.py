@@ -19,10 +19,11 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 
+from ldappool._core.gate import Gate
 from ldappool._core.slots import Slot, SlotView, Step
 from ldappool._core.waiting import Waiter, WaitQueue
 from ldappool._errors import MaxConnectionReachedError, PoolClosedError
-from ldappool._identity import Credentials, Identity
+from ldappool._identity import PASSWORD_CHECKS, Credentials, Identity
 from ldappool._policies import LifetimePolicy
 from ldappool._port import Connection, Server
 from ldappool._stats import Counters, Stats
@@ -31,6 +32,7 @@ __all__ = ["PoolMachine"]
 
 _LEND, _PING, _REBIND, _REPLACE, _OPEN = Step.LEND, Step.PING, Step.REBIND, Step.REPLACE, Step.OPEN
 _KEEP, _CLOSE, _ABANDON = Step.KEEP, Step.CLOSE, Step.ABANDON
+_CHECKS = PASSWORD_CHECKS.identity
 
 
 class PoolMachine:
@@ -44,8 +46,11 @@ class PoolMachine:
         reuse: bool = True,
         handoff_after: float = 0.05,
         pool_timeout: float | None = None,
+        auth_size: int | None = None,
     ) -> None:
         self.size = size
+        #: The share of ``size`` for password checks; None: half of it (at least one).
+        self.auth_size = auth_size
         self.lifetime = lifetime
         #: Pool connections at all (``use_pool``); False closes each one at checkin.
         self.reuse = reuse
@@ -70,6 +75,7 @@ class PoolMachine:
         self._idle_lru: OrderedDict[int, Slot] = OrderedDict()
         self._queue = WaitQueue(self._handoff_after)
         self._waiters = self._queue.waiters  # read on every checkin
+        self._gate = Gate(self._auth_limit())
 
     # -- checkout ------------------------------------------------------------------------
 
@@ -126,7 +132,11 @@ class PoolMachine:
                 return _REPLACE
             ping = consult and self.lifetime.should_ping(idle)
         if slot.identity != identity:
-            return _REBIND  # the bind is a round trip: no ping needed
+            if identity is not _CHECKS:
+                return _REBIND  # the bind is a round trip: no ping needed
+            # Any live connection will do for a password check, which binds it anyway;
+            # from now on it is kept for password checks.
+            slot.identity = identity
         return _PING if ping else _LEND
 
     def enqueue(self, waiter: Waiter) -> None:
@@ -186,6 +196,53 @@ class PoolMachine:
         else:
             self._queue.leave(waiter)
         return slot, _KEEP
+
+    # -- the password checks' gate ---------------------------------------------------------
+
+    def enter_gate(self, waiter: Waiter) -> bool:
+        """A password check asks to start: True if it may, else it is queued (``waiter``)."""
+        if self.closed:
+            raise PoolClosedError("this ConnectionManager is closed")
+        if self._gate.enter(waiter):
+            return True
+        self.counts.waits += 1
+        return False
+
+    def at_gate(self, waiter: Waiter, *, timed_out: bool) -> bool:
+        """A queued password check woke up (or its time ran out): True once let in.
+
+        Raises MaxConnectionReachedError when time is up, PoolClosedError if closed.
+        """
+        if waiter.woken:  # let in: good even if time ran out meanwhile
+            return True
+        if waiter.error is not None:
+            raise waiter.error
+        if not timed_out:
+            return False
+        self._gate.cancel(waiter)
+        self.counts.wait_timeouts += 1
+        raise MaxConnectionReachedError(
+            f"all {self._gate.limit} places for password checks (auth_size) stayed in use for "
+            f"pool_timeout={self.pool_timeout}s; raise auth_size, size or pool_timeout"
+        )
+
+    def cancel_gate(self, waiter: Waiter) -> None:
+        """A queued password check was interrupted: out of the queue, its place passed on."""
+        self._gate.cancel(waiter)
+
+    def leave_gate(self) -> None:
+        """A password check that passed the gate is done (whatever its outcome)."""
+        self.counts.password_checks += 1
+        self._gate.leave()
+
+    def set_auth_size(self, auth_size: int | None) -> None:
+        """A new share for password checks (None: half of ``size``), in force now."""
+        self.auth_size = auth_size
+        self._gate.resize(self._auth_limit())
+
+    def _auth_limit(self) -> int:
+        share = self.auth_size if self.auth_size is not None else max(1, self.size // 2)
+        return min(share, self.size)
 
     # -- the outcomes of a checkout's I/O -----------------------------------------------------
 
@@ -370,6 +427,7 @@ class PoolMachine:
         """Set the cap: idle slots over it to CLOSE now (least recently used first); lent
         ones over it close at checkin. Growing lets a waiter in (who wakes the next)."""
         self.size = size
+        self._gate.resize(self._auth_limit())
         excess = len(self._slots) - len(self._empty) - size
         if excess < 0:
             self._queue.wake_oldest()
@@ -392,6 +450,7 @@ class PoolMachine:
         CLOSE now (lent ones close at checkin)."""
         self.closed = True
         self._queue.fail_all(PoolClosedError("this ConnectionManager was closed"))
+        self._gate.fail_all(PoolClosedError("this ConnectionManager was closed"))
         return self._take_idle(list(self._idle_lru.values()))
 
     def forked(self) -> list[Connection]:
@@ -430,7 +489,7 @@ class PoolMachine:
             connections=len(occupied),
             in_use=sum(1 for s in occupied if s.in_use),
             idle=len(self._idle_lru),
-            waiting=len(self._queue),
+            waiting=len(self._queue) + len(self._gate.waiters),
             **self.counts.as_dict(),
         )
         return [s.view() for s in occupied], stats

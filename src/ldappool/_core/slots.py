@@ -47,6 +47,7 @@ class SlotView(NamedTuple):
     in_use: bool
     uri: str
     opened_at: float
+    #: The bind DN, or what stands for a bind without one (a SASL identity...).
     dn: str | None
     anonymous: bool
 
@@ -111,8 +112,8 @@ class Slot:
             self.in_use,
             str(self.server) if self.server else "",
             self.opened_at,
-            identity.dn if identity else None,
-            identity is not None and not identity.dn,
+            identity.label if identity else None,
+            identity is not None and not identity.label,
         )
 
     def clear(self) -> Connection | None:
