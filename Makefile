@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSPKGS := slapd ldap-utils libldap2-dev libsasl2-dev
+SYSPKGS := slapd ldap-utils libldap2-dev libsasl2-dev openssl
 STAMP  := $(VENV)/.installed
 
 .PHONY: all test lint unit integration demo bench hot-path sysdeps venv docs clean

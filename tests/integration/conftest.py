@@ -6,6 +6,11 @@
 - ``slapd_installed``: skips (fails on CI) when OpenLDAP is missing, for tests that
   build their own ``Slapd``.
 - ``untrusted_slapd``: a server whose certificate (self-signed) no client trusts.
+- ``auth_slapd``: the session's AuthSlapd: a password policy (the ppolicy overlay)
+  and SASL EXTERNAL over ldapi:// and over TLS with a client certificate. Do not
+  restart or reconfigure it; put users into policy states with its methods.
+- ``policy_user``: a fresh user on ``auth_slapd`` (a uid never used before, in the
+  normal policy state), deleted after the test: failures and locks never leak.
 - ``driver``: "python-ldap" then "ldap3": every test that takes it runs on both.
 - ``make_manager(uri, **kwargs)``: a ConnectionManager on ``driver`` (``timeout`` and
   ``pool_timeout`` default to 5 s so that nothing waits forever); every manager
@@ -29,11 +34,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.integration.harness import (
+    AuthSlapd,
     FaultProxy,
     ManagerFactory,
     ProxyFactory,
     Slapd,
     SlapdNotInstalled,
+    User,
     find_slapd,
     self_signed_certificate,
     wait_until,
@@ -127,6 +134,25 @@ def untrusted_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def auth_slapd() -> Iterator[AuthSlapd]:
+    """One AuthSlapd for the session: tests share it through fresh users."""
+    _require_slapd()
+    server = _started(AuthSlapd())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def policy_user(auth_slapd: AuthSlapd) -> Iterator[User]:
+    """A user of the test's own on ``auth_slapd``, so that the lockout counts and
+    states of one test never reach another; deleted afterwards."""
+    user = auth_slapd.new_user()
+    yield user
+    if auth_slapd.running:
+        auth_slapd.remove_user(user.uid)
+
+
 @pytest.fixture(params=DRIVERS)
 def driver(request: pytest.FixtureRequest) -> str:
     name: str = request.param
@@ -147,7 +173,13 @@ def proxy_factory() -> Iterator[ProxyFactory]:
         proxy.close()
 
 
-_SERVER_FIXTURES = ("slapd", "fresh_slapd", "untrusted_slapd", "proxy_factory")
+_SERVER_FIXTURES = (
+    "slapd",
+    "fresh_slapd",
+    "untrusted_slapd",
+    "auth_slapd",
+    "proxy_factory",
+)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Integration-test harness: a real slapd, a fault proxy, untrusted TLS material."""
 
+from .auth import AuthSlapd, certificate_subject
 from .certs import self_signed_certificate
 from .factories import ManagerFactory, ProxyFactory
 from .native import describe, search, whoami
@@ -9,6 +10,7 @@ from .waiting import WaitTimeout, wait_until
 
 __all__ = [
     "CERTS_DIR",
+    "AuthSlapd",
     "ConfigExtras",
     "FaultProxy",
     "ManagerFactory",
@@ -20,6 +22,7 @@ __all__ = [
     "SlapdNotInstalled",
     "User",
     "WaitTimeout",
+    "certificate_subject",
     "describe",
     "find_slapd",
     "request_ops",
