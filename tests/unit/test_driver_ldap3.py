@@ -13,6 +13,7 @@ import ssl
 import struct
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,16 @@ from ldap3.core import exceptions as lx  # noqa: E402
 from ldap3.core.exceptions import communication_exception_factory  # noqa: E402
 
 from ldappool._drivers.ldap3 import Ldap3Connection, Ldap3Driver, PooledConnection  # noqa: E402
-from ldappool._port import ConnectSettings, ErrorKind, Server, TLSSettings  # noqa: E402
+from ldappool._port import (  # noqa: E402
+    BindAnswer,
+    ConnectSettings,
+    ErrorKind,
+    PasswordPolicy,
+    PolicyError,
+    Sasl,
+    Server,
+    TLSSettings,
+)
 from ldappool._registry import resolve  # noqa: E402
 from tests.unit.polling import eventually  # noqa: E402
 
@@ -429,3 +439,327 @@ def test_abandon_in_a_child_leaves_the_parent_connection_alone(listener: socket.
     peer.settimeout(2)
     assert peer.recv(1024) == b"still mine"
     conn.close()
+
+
+# --- the password check and SASL binds ----------------------------------------------
+
+PPOLICY_OID = b"1.3.6.1.4.1.42.2.27.8.5.1"
+
+
+def ber(tag: int, body: bytes) -> bytes:
+    """One short-form BER element."""
+    return bytes([tag, len(body)]) + body
+
+
+def next_id() -> int:
+    """The message ID of ldap3's next request: one counter for the whole process."""
+    return int(ldap3.Server._message_counter) + 1
+
+
+def integer(number: int) -> bytes:
+    return ber(0x02, number.to_bytes(number.bit_length() // 8 + 1, "big"))
+
+
+def bind_response(msgid: int, result: int = 0, *controls: bytes) -> bytes:
+    """A BindResponse, with ``[0] Controls`` when controls (their SEQUENCEs) are given."""
+    op = ber(0x61, ber(0x0A, bytes([result])) + ber(0x04, b"") * 2)
+    tail = ber(0xA0, b"".join(controls)) if controls else b""
+    return ber(0x30, integer(msgid) + op + tail)
+
+
+def one_bind_request(sent: bytes) -> bool:
+    """Whether ``sent`` is exactly one LDAPMessage holding a BindRequest."""
+    return sent[:2] == bytes([0x30, len(sent) - 2]) and sent[4 + sent[3]] == 0x60
+
+
+def ppolicy_control(value: bytes) -> bytes:
+    return ber(0x30, ber(0x04, PPOLICY_OID) + ber(0x04, value))
+
+
+LOCKED = ppolicy_control(bytes.fromhex("3003810101"))  # error: accountLocked
+EXPIRING = ppolicy_control(bytes.fromhex("3006a0048002012c"))  # 300 s before expiry
+GRACE = ppolicy_control(bytes.fromhex("3008a003810102810100"))  # 2 graces, expired
+# The request control as sent: the OID alone (criticality FALSE and no value omitted).
+PPOLICY_REQUEST = ber(0xA0, ber(0x30, ber(0x04, PPOLICY_OID)))
+
+
+def received(peer: socket.socket) -> bytes:
+    peer.settimeout(0.2)
+    try:
+        return peer.recv(65536)
+    except TimeoutError:
+        return b""
+    finally:
+        peer.settimeout(2)
+
+
+@pytest.fixture
+def wire(listener: socket.socket) -> Iterator[tuple[Ldap3Connection, socket.socket]]:
+    """A real SYNC connection whose server is the test: it writes canned answers (ahead
+    of the request: the client reads after it writes) and reads what was sent."""
+    conn = Ldap3Driver().connect(server(port=port_of(listener)), ConnectSettings(timeout=2))
+    peer = accept(listener)
+    yield conn, peer
+    conn.close()
+    peer.close()
+
+
+def clean(conn: Ldap3Connection, secret: str) -> bool:
+    """No password, request or SASL credentials left, nor the secret anywhere."""
+    native = conn.native
+    return (
+        native.password is None
+        and native.request is None
+        and native.sasl_credentials is None
+        and secret not in repr(vars(native))
+    )
+
+
+def test_check_password_bound_with_a_warning(wire: tuple[Ldap3Connection, socket.socket]) -> None:
+    conn, peer = wire
+    peer.sendall(bind_response(next_id(), 0, EXPIRING))
+    assert conn.check_password(ALICE, ALICE_PW) == BindAnswer(policy=PasswordPolicy(300))
+    sent = received(peer)
+    assert one_bind_request(sent) and sent.endswith(PPOLICY_REQUEST)
+    assert ALICE_PW.encode() in sent
+    assert not conn.identity_changed()
+    assert conn.native.bound and conn.native._connection_time is not None
+    assert clean(conn, ALICE_PW)
+
+
+def test_check_password_bound_without_a_policy_answer(mock: Ldap3Connection) -> None:
+    assert mock.check_password(ALICE, ALICE_PW) == BindAnswer()
+    assert not mock.identity_changed()
+    assert clean(mock, ALICE_PW)
+    mock.ping()  # bound as alice
+    assert mock.native.result["responseValue"] == ALICE.encode()
+
+
+@pytest.mark.parametrize(
+    ("control", "policy"),
+    [
+        (LOCKED, PasswordPolicy(error=PolicyError.ACCOUNT_LOCKED)),
+        (GRACE, PasswordPolicy(grace_logins_left=2, error=PolicyError.PASSWORD_EXPIRED)),
+        (None, None),
+        (ppolicy_control(b"\x30\x05\x81"), None),  # malformed: no policy, no exception
+    ],
+    ids=["locked", "grace", "no-control", "malformed"],
+)
+def test_check_password_refused(
+    wire: tuple[Ldap3Connection, socket.socket],
+    control: bytes | None,
+    policy: PasswordPolicy | None,
+) -> None:
+    conn, peer = wire
+    peer.sendall(bind_response(next_id(), 49, *[c for c in [control] if c]))
+    answer = conn.check_password(ALICE, "wrong")
+    assert isinstance(answer.refusal, lx.LDAPInvalidCredentialsResult)
+    assert Ldap3Driver().classify(answer.refusal) is ErrorKind.CREDENTIALS
+    assert answer.policy == policy
+    assert b"wrong" in received(peer)
+    assert not conn.identity_changed()  # the pool's bind, refused or not
+    assert clean(conn, "wrong")
+    peer.sendall(bind_response(next_id()))  # still usable
+    conn.bind(ALICE, ALICE_PW)
+
+
+def test_check_password_refused_with_raise_exceptions(listener: socket.socket) -> None:
+    driver = Ldap3Driver(connection_options={"raise_exceptions": True})
+    conn = driver.connect(server(port=port_of(listener)), ConnectSettings(timeout=2))
+    peer = accept(listener)
+    try:
+        peer.sendall(bind_response(next_id(), 49, LOCKED))
+        answer = conn.check_password(ALICE, "wrong")  # ldap3 raised it: returned all the same
+        assert isinstance(answer.refusal, lx.LDAPInvalidCredentialsResult)
+        assert answer.policy == PasswordPolicy(error=PolicyError.ACCOUNT_LOCKED)
+        assert not conn.identity_changed() and clean(conn, "wrong")
+    finally:
+        conn.close()
+        peer.close()
+
+
+def test_check_password_refused_client_side(mock: Ldap3Connection) -> None:
+    mock.native.result = {"result": 0, "controls": {PPOLICY_OID.decode(): {"value": b"0\x00"}}}
+    answer = mock.check_password(ALICE, "")  # would be an unauthenticated bind
+    assert isinstance(answer.refusal, lx.LDAPPasswordIsMandatoryError)
+    assert answer.policy is None  # not the previous result's
+
+
+def test_check_password_raises_a_lost_connection(
+    wire: tuple[Ldap3Connection, socket.socket],
+) -> None:
+    conn, peer = wire
+    peer.close()
+    with pytest.raises(lx.LDAPException) as caught:
+        conn.check_password(ALICE, ALICE_PW)
+    assert Ldap3Driver().classify(caught.value) is ErrorKind.DOWN
+    assert conn.identity_changed()
+    assert clean(conn, ALICE_PW)
+
+
+def test_check_password_raises_a_timeout(listener: socket.socket) -> None:
+    conn = Ldap3Driver().connect(server(port=port_of(listener)), ConnectSettings(timeout=0.25))
+    peer = accept(listener)
+    try:
+        with pytest.raises(lx.LDAPException) as caught:
+            conn.check_password(ALICE, ALICE_PW)
+        assert Ldap3Driver().classify(caught.value) is ErrorKind.TIMEOUT
+        assert received(peer).count(ALICE_PW.encode()) == 1  # sent once, never repeated
+        assert conn.identity_changed()  # the answer may still come
+        assert clean(conn, ALICE_PW)
+    finally:
+        conn.close()
+        peer.close()
+
+
+def test_check_password_raises_a_busy_server(wire: tuple[Ldap3Connection, socket.socket]) -> None:
+    conn, peer = wire
+    peer.sendall(bind_response(next_id(), 51, LOCKED))
+    with pytest.raises(lx.LDAPBusyResult):
+        conn.check_password(ALICE, ALICE_PW)
+    assert conn.identity_changed()
+
+
+class BindCall:
+    """Stands in for ldap3.Connection.bind: notes what the connection holds, answers."""
+
+    def __init__(self, answer: dict[str, Any] | None = None) -> None:
+        self.answer = answer or {"result": 0, "description": "success"}
+        self.seen: list[tuple[Any, ...]] = []
+
+    def __call__(self, native: Any, read_server_info: bool = True, controls: Any = None) -> bool:
+        self.seen.append((native.authentication, native.sasl_mechanism, native.sasl_credentials))
+        if native.closed:
+            native.open(read_server_info=False)
+        native.request = {"saslCredentials": repr(native.sasl_credentials)}
+        native.result = self.answer
+        return bool(self.answer["result"] == 0)
+
+
+@pytest.fixture
+def bind_call(monkeypatch: pytest.MonkeyPatch) -> BindCall:
+    call = BindCall()
+    monkeypatch.setattr(ldap3.Connection, "bind", call)
+    return call
+
+
+@pytest.mark.parametrize(
+    ("sasl", "credentials"),
+    [
+        (Sasl.external(), None),
+        (Sasl.external(""), None),
+        (Sasl.external("dn:cn=x"), "dn:cn=x"),  # the credentials octet string itself
+        (
+            Sasl("DIGEST-MD5", "dn:cn=x", user="alice", secret=lambda: "s3cret"),
+            (None, "alice", "s3cret", "dn:cn=x"),
+        ),
+        (
+            Sasl("DIGEST-MD5", user="alice", secret=lambda: "s3cret"),
+            (None, "alice", "s3cret", None),
+        ),
+        (Sasl("PLAIN", user="alice", secret=lambda: "s3cret"), (None, "alice", "s3cret")),
+        (
+            Sasl("PLAIN", "u:bob", user="alice", secret=lambda: "s3cret"),
+            ("u:bob", "alice", "s3cret"),
+        ),
+    ],
+    ids=[
+        "external",
+        "external-empty",
+        "external-authz",
+        "digest-authz",
+        "digest",
+        "plain",
+        "plain-authz",
+    ],
+)
+def test_sasl_bind_arguments(
+    mock: Ldap3Connection, bind_call: BindCall, sasl: Sasl, credentials: object
+) -> None:
+    mock.native._ldappool_identity_changed = True  # e.g. a holder's bind before
+    mock.sasl_bind(sasl)
+    assert bind_call.seen == [(ldap3.SASL, sasl.mechanism, credentials)]
+    assert not mock.identity_changed()
+    assert mock.native._connection_time is not None
+    assert clean(mock, "s3cret")
+
+
+def test_sasl_bind_asks_for_the_secret_each_time(
+    mock: Ldap3Connection, bind_call: BindCall
+) -> None:
+    asked: list[int] = []
+
+    def secret() -> str:
+        asked.append(1)
+        return "s3cret"
+
+    sasl = Sasl("DIGEST-MD5", user="alice", secret=secret)
+    mock.sasl_bind(sasl)
+    mock.sasl_bind(sasl)
+    assert len(asked) == 2
+    assert clean(mock, "s3cret")
+
+
+def test_sasl_gssapi(mock: Ldap3Connection, bind_call: BindCall) -> None:
+    try:
+        import ldap3.protocol.sasl.kerberos
+    except lx.LDAPPackageUnavailableError:
+        with pytest.raises(ValueError, match="gssapi package"):
+            mock.sasl_bind(Sasl("GSSAPI"))
+        assert bind_call.seen == []
+    else:
+        mock.sasl_bind(Sasl("GSSAPI", "u:bob"))
+        assert bind_call.seen == [(ldap3.SASL, "GSSAPI", (None, "u:bob"))]
+
+
+@pytest.mark.parametrize(
+    ("sasl", "complaint"),
+    [
+        (Sasl("CRAM-MD5", user="a", secret=lambda: "b"), "'CRAM-MD5'"),
+        (Sasl("SCRAM-SHA-256", user="a", secret=lambda: "b"), "'SCRAM-SHA-256'"),
+        (Sasl("DIGEST-MD5", user="alice"), "DIGEST-MD5 needs"),
+        (Sasl("PLAIN", secret=lambda: "pw"), "PLAIN needs"),
+    ],
+)
+def test_sasl_bind_refuses_what_it_cannot_do(
+    mock: Ldap3Connection, bind_call: BindCall, sasl: Sasl, complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        mock.sasl_bind(sasl)
+    assert bind_call.seen == []
+
+
+def test_sasl_bind_on_the_wire(wire: tuple[Ldap3Connection, socket.socket]) -> None:
+    conn, peer = wire
+    peer.sendall(bind_response(next_id()))
+    conn.sasl_bind(Sasl.external("dn:cn=x"))
+    sent = received(peer)
+    assert ber(0xA3, ber(0x04, b"EXTERNAL") + ber(0x04, b"dn:cn=x")) in sent
+    assert conn.native.bound and not conn.identity_changed()
+    assert clean(conn, "dn:cn=x")
+
+
+@pytest.mark.parametrize("raise_exceptions", [False, True])
+def test_sasl_bind_refused(listener: socket.socket, raise_exceptions: bool) -> None:
+    driver = Ldap3Driver(connection_options={"raise_exceptions": raise_exceptions})
+    conn = driver.connect(server(port=port_of(listener)), ConnectSettings(timeout=2))
+    peer = accept(listener)
+    try:
+        peer.sendall(bind_response(next_id(), 48))
+        with pytest.raises(lx.LDAPInappropriateAuthenticationResult):
+            conn.sasl_bind(Sasl("PLAIN", user="alice", secret=lambda: "s3cret"))
+        assert not conn.identity_changed()  # the pool's bind, refused or not
+        assert clean(conn, "s3cret")
+    finally:
+        conn.close()
+        peer.close()
+
+
+def test_sasl_bind_lost(wire: tuple[Ldap3Connection, socket.socket]) -> None:
+    conn, peer = wire
+    peer.close()
+    with pytest.raises(lx.LDAPException) as caught:
+        conn.sasl_bind(Sasl("PLAIN", user="alice", secret=lambda: "s3cret"))
+    assert Ldap3Driver().classify(caught.value).transient
+    assert conn.identity_changed()
+    assert clean(conn, "s3cret")

@@ -17,6 +17,7 @@ import ssl
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,10 +31,14 @@ from ldappool._drivers.python_ldap import (  # noqa: E402
     PythonLdapDriver,
 )
 from ldappool._port import (  # noqa: E402
+    BindAnswer,
     Connection,
     ConnectSettings,
     Driver,
     ErrorKind,
+    PasswordPolicy,
+    PolicyError,
+    Sasl,
     Server,
     TLSSettings,
 )
@@ -509,3 +514,337 @@ def test_search_ext_s_does_what_python_ldaps_does(
     found = conn.native.search_ext_s("cn=x", ldap.SCOPE_BASE, "(objectClass=*)", ["cn"])
     assert found == [("cn=x", {"cn": [b"x"]})]
     assert not conn.identity_changed()
+
+
+# -- the password check and SASL binds ------------------------------------------------
+
+PPOLICY_OID = b"1.3.6.1.4.1.42.2.27.8.5.1"
+ALICE = "cn=alice,o=test"
+
+
+def bind_response_with(msgid: int, result: int, *controls: bytes) -> bytes:
+    """A BindResponse followed by ``[0] Controls`` (each control's SEQUENCE given)."""
+    op = ber(0x61, ber(0x0A, bytes([result])) + ber(0x04, b"") * 2)
+    return ber(0x30, ber(0x02, bytes([msgid])) + op + ber(0xA0, b"".join(controls)))
+
+
+def ppolicy_control(value: bytes) -> bytes:
+    return ber(0x30, ber(0x04, PPOLICY_OID) + ber(0x04, value))
+
+
+LOCKED = ppolicy_control(bytes.fromhex("3003810101"))  # error: accountLocked
+EXPIRING = ppolicy_control(bytes.fromhex("3006a0048002012c"))  # 300 s before expiry
+GRACE = ppolicy_control(bytes.fromhex("3008a0038101028101" + "00"))  # 2 graces, expired
+# The request control as sent: the OID alone (criticality FALSE and no value omitted).
+PPOLICY_REQUEST = ber(0xA0, ber(0x30, ber(0x04, PPOLICY_OID)))
+
+
+def keeps_no(secret: str, native: object) -> bool:
+    return all(secret not in repr(value) for value in vars(native).values())
+
+
+def test_check_password_bound_with_a_warning(
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, peer = bound_wire
+    import ldap.controls.ppolicy  # noqa: F401 - python-ldap's own decoder registered: unused
+
+    peer.sendall(bind_response_with(2, 0, EXPIRING))
+    answer = conn.check_password(ALICE, "alice-pw")
+    assert answer == BindAnswer(policy=PasswordPolicy(expires_in=300))
+    sent = drain(peer)
+    assert sent[5] == 0x60 and sent.endswith(PPOLICY_REQUEST)  # a BindRequest...
+    assert sent[:2] == bytes([0x30, len(sent) - 2])  # and nothing else
+    assert b"alice-pw" in sent
+    native = conn.native
+    assert not conn.identity_changed()  # the pool's bind, not the holder's
+    assert (native.connected, native.who, native.cred) == (True, ALICE, None)
+    assert native.get_lifetime() >= 0 and native._connection_time is not None
+    assert keeps_no("alice-pw", native)
+    assert conn.looks_alive()
+
+
+def test_check_password_bound_without_a_policy_answer(
+    wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, peer = wire
+    peer.sendall(bind_response(1))
+    assert conn.check_password(ALICE, "alice-pw") == BindAnswer()
+    assert conn.native._connection_time is not None
+    assert not conn.identity_changed()
+    assert conn.looks_alive()  # the socket is watched from the first bind on
+
+
+@pytest.mark.parametrize(
+    ("control", "policy"),
+    [
+        (LOCKED, PasswordPolicy(error=PolicyError.ACCOUNT_LOCKED)),
+        (GRACE, PasswordPolicy(grace_logins_left=2, error=PolicyError.PASSWORD_EXPIRED)),
+        (None, None),
+        (ppolicy_control(b"\x30\x05\x81"), None),  # malformed: no policy, no exception
+    ],
+    ids=["locked", "grace", "no-control", "malformed"],
+)
+def test_check_password_refused(
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
+    control: bytes | None,
+    policy: PasswordPolicy | None,
+) -> None:
+    conn, peer = bound_wire
+    peer.sendall(bind_response(2))
+    conn.native.simple_bind_s(ALICE, "x")  # the holder's bind would count...
+    drain(peer)
+    reply = bind_response_with(3, 49, control) if control else bind_response(3, 49)
+    peer.sendall(reply)
+    answer = conn.check_password(ALICE, "wrong")
+    assert isinstance(answer.refusal, ldap.INVALID_CREDENTIALS)
+    assert PythonLdapDriver().classify(answer.refusal) is ErrorKind.CREDENTIALS
+    assert answer.policy == policy
+    assert b"wrong" in drain(peer)
+    assert not conn.identity_changed()  # ...but the pool's check resets it, refused or not
+    assert conn.native.who is None  # RFC 4511: anonymous after a refused bind
+    assert keeps_no("wrong", conn.native)
+    assert conn.looks_alive()
+    peer.sendall(bind_response(4))  # still usable
+    conn.bind(ALICE, "alice-pw")
+
+
+def test_check_password_malformed_control_on_success(
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, peer = bound_wire
+    peer.sendall(bind_response_with(2, 0, ppolicy_control(b"\x31\x00")))
+    assert conn.check_password(ALICE, "alice-pw") == BindAnswer()
+
+
+def test_check_password_raises_a_lost_connection(
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, peer = bound_wire
+    peer.shutdown(socket.SHUT_RDWR)
+    with pytest.raises(ldap.SERVER_DOWN) as caught:
+        conn.check_password(ALICE, "alice-pw")
+    assert PythonLdapDriver().classify(caught.value).transient
+    assert conn.identity_changed()  # not to be pooled again
+    assert not conn.looks_alive()
+
+
+def test_check_password_raises_a_timeout(
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, peer = bound_wire
+    conn.native.timeout = 0.2
+    with pytest.raises(ldap.TIMEOUT):
+        conn.check_password(ALICE, "alice-pw")
+    assert drain(peer).count(b"alice-pw") == 1  # sent once, never repeated
+    assert conn.identity_changed()  # the answer may still come
+
+
+def test_check_password_raises_an_unavailable_server(
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, peer = bound_wire
+    peer.sendall(bind_response_with(2, 52, LOCKED))
+    with pytest.raises(ldap.UNAVAILABLE):
+        conn.check_password(ALICE, "alice-pw")
+    assert conn.identity_changed()
+
+
+def test_check_password_with_a_zero_timeout_set_by_hand(
+    bound_wire: tuple[PythonLdapConnection, socket.socket],
+) -> None:
+    conn, _ = bound_wire
+    conn.native.timeout = 0  # a poll: python-ldap returns None rather than wait
+    with pytest.raises(ldap.TIMEOUT):
+        conn.check_password(ALICE, "alice-pw")
+    assert conn.identity_changed()
+
+
+class SaslCall:
+    """What SimpleLDAPObject.sasl_interactive_bind_s was given, and what it does."""
+
+    def __init__(self, raises: BaseException | None = None) -> None:
+        self.raises = raises
+        self.calls: list[tuple[str, bytes, dict[int, str]]] = []
+        self.auth: object = None
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def sasl_interactive_bind_s(native: object, who: str, auth: Any, *args: object) -> int:
+            return self(who, auth)
+
+        monkeypatch.setattr(
+            ldap.ldapobject.SimpleLDAPObject, "sasl_interactive_bind_s", sasl_interactive_bind_s
+        )
+
+    def __call__(self, who: str, auth: Any) -> int:
+        self.calls.append((who, auth.mech, dict(auth.cb_value_dict)))
+        self.auth = auth
+        if self.raises is not None:
+            raise self.raises
+        return 0
+
+
+@pytest.fixture
+def sasl_call(monkeypatch: pytest.MonkeyPatch) -> SaslCall:
+    """Under StateConnector's override (which flags a holder's bind), python-ldap's."""
+    call = SaslCall()
+    call.install(monkeypatch)
+    return call
+
+
+def secret_once() -> tuple[list[int], Sasl]:
+    asked: list[int] = []
+
+    def secret() -> str:
+        asked.append(1)
+        return "s3cret"
+
+    return asked, Sasl("DIGEST-MD5", authz_id="dn:cn=other", user="alice", secret=secret)
+
+
+@pytest.mark.parametrize(
+    ("sasl", "mech", "values"),
+    [
+        (Sasl.external(), b"EXTERNAL", {ldap.sasl.CB_USER: ""}),
+        (Sasl.external("dn:cn=x"), b"EXTERNAL", {ldap.sasl.CB_USER: "dn:cn=x"}),
+        (Sasl("GSSAPI"), b"GSSAPI", {ldap.sasl.CB_USER: ""}),
+        (Sasl("GSSAPI", "u:bob"), b"GSSAPI", {ldap.sasl.CB_USER: "u:bob"}),
+        (
+            Sasl("SCRAM-SHA-256", user="alice", secret=lambda: "pw"),
+            b"SCRAM-SHA-256",
+            {ldap.sasl.CB_AUTHNAME: "alice", ldap.sasl.CB_PASS: "pw", ldap.sasl.CB_USER: ""},
+        ),
+    ],
+    ids=["external", "external-authz", "gssapi", "gssapi-authz", "scram"],
+)
+def test_sasl_bind_arguments(
+    wire: tuple[PythonLdapConnection, socket.socket],
+    sasl_call: SaslCall,
+    sasl: Sasl,
+    mech: bytes,
+    values: dict[int, str],
+) -> None:
+    conn, _ = wire
+    conn.sasl_bind(sasl)
+    assert sasl_call.calls == [("", mech, values)]
+    assert not conn.identity_changed()  # the override flagged it; the pool's bind resets
+    native = conn.native
+    assert native.connected and native._connection_time is not None
+    assert native.who == (sasl.authz_id or sasl.user or "")
+
+
+def test_sasl_bind_asks_for_the_secret_each_time_and_keeps_it_nowhere(
+    wire: tuple[PythonLdapConnection, socket.socket], sasl_call: SaslCall
+) -> None:
+    conn, _ = wire
+    asked, sasl = secret_once()
+    conn.sasl_bind(sasl)
+    conn.sasl_bind(sasl)
+    assert len(asked) == 2
+    values = {
+        ldap.sasl.CB_AUTHNAME: "alice",
+        ldap.sasl.CB_PASS: "s3cret",
+        ldap.sasl.CB_USER: "dn:cn=other",
+    }
+    assert sasl_call.calls == [("", b"DIGEST-MD5", values)] * 2
+    assert sasl_call.auth.cb_value_dict == {}  # type: ignore[attr-defined]
+    assert keeps_no("s3cret", conn.native)
+    assert conn.native.who == "dn:cn=other"
+
+
+def test_sasl_bind_refused(wire: tuple[PythonLdapConnection, socket.socket]) -> None:
+    conn, _ = wire
+    call = SaslCall(ldap.INVALID_CREDENTIALS({"result": 49, "desc": "Invalid credentials"}))
+    _, sasl = secret_once()
+    with pytest.MonkeyPatch.context() as patch:
+        call.install(patch)
+        with pytest.raises(ldap.INVALID_CREDENTIALS):
+            conn.sasl_bind(sasl)
+    assert call.auth.cb_value_dict == {}  # type: ignore[attr-defined]
+    assert not conn.identity_changed()  # the pool's bind: refused, still not the holder's
+    assert conn.native.who is None
+
+
+def test_sasl_bind_lost(wire: tuple[PythonLdapConnection, socket.socket]) -> None:
+    conn, _ = wire
+    call = SaslCall(ldap.SERVER_DOWN({"result": -1, "desc": "Can't contact LDAP server"}))
+    with pytest.MonkeyPatch.context() as patch:
+        call.install(patch)
+        with pytest.raises(ldap.SERVER_DOWN):
+            conn.sasl_bind(Sasl.external())
+    assert conn.identity_changed()  # not to be pooled again
+
+
+def test_sasl_plain_on_the_wire(wire: tuple[PythonLdapConnection, socket.socket]) -> None:
+    conn, peer = wire
+    # libldap's default security properties rule PLAIN out on a connection without TLS.
+    conn.native.set_option(ldap.OPT_X_SASL_SECPROPS, "none")
+    peer.sendall(bind_response(1))
+    conn.sasl_bind(Sasl("PLAIN", "dn:cn=x", user="alice", secret=lambda: "s3cret"))
+    sent = drain(peer)
+    assert ber(0x04, b"PLAIN") + ber(0x04, b"dn:cn=x\0alice\0s3cret") in sent
+    assert not conn.identity_changed()
+    assert keeps_no("s3cret", conn.native)
+
+
+@pytest.mark.parametrize(
+    ("sasl", "complaint"),
+    [
+        (Sasl("OAUTHBEARER"), "'OAUTHBEARER'"),
+        (Sasl("NTLM", user="a", secret=lambda: "b"), "'NTLM'"),
+        (Sasl("DIGEST-MD5", user="alice"), "DIGEST-MD5 needs"),
+        (Sasl("PLAIN", secret=lambda: "pw"), "PLAIN needs"),
+    ],
+)
+def test_sasl_bind_refuses_what_it_cannot_do(
+    wire: tuple[PythonLdapConnection, socket.socket], sasl: Sasl, complaint: str
+) -> None:
+    conn, peer = wire
+    with pytest.raises(ValueError, match=complaint):
+        conn.sasl_bind(sasl)
+    assert drain(peer) == b""  # nothing sent
+    assert not conn.identity_changed()
+
+
+# -- the same on a duck-typed 3.x connector class -------------------------------------
+
+
+class DuckConnector:
+    """A 3.x connector class that is not an LDAPObject (keystone's test double's shape)."""
+
+    def __init__(self, uri: str, **kwargs: object) -> None:
+        self.connected = False
+        self.binds: list[tuple[str | None, str | None]] = []
+
+    def simple_bind_s(self, who: str | None = None, cred: str | None = None) -> None:
+        self.binds.append((who, cred))
+        if cred == "wrong":
+            raise ldap.INVALID_CREDENTIALS({"desc": "Invalid credentials"})
+        if cred == "down":
+            raise ldap.SERVER_DOWN({"desc": "Can't contact LDAP server"})
+
+    def unbind_ext_s(self) -> None:
+        self.connected = False
+
+
+@pytest.fixture
+def duck() -> Iterator[Connection]:
+    conn = PythonLdapDriver(connector_cls=DuckConnector).connect(PLAIN, ConnectSettings())
+    yield conn
+    conn.close()
+
+
+def test_duck_check_password(duck: Connection) -> None:
+    assert duck.check_password(ALICE, "alice-pw") == BindAnswer()
+    answer = duck.check_password(ALICE, "wrong")
+    assert isinstance(answer.refusal, ldap.INVALID_CREDENTIALS) and answer.policy is None
+    assert duck.native.connected and not duck.identity_changed()  # usable, pooled again
+    with pytest.raises(ldap.SERVER_DOWN):
+        duck.check_password(ALICE, "down")
+    assert duck.native.binds == [(ALICE, "alice-pw"), (ALICE, "wrong"), (ALICE, "down")]
+
+
+def test_duck_sasl_bind_is_refused(duck: Connection) -> None:
+    with pytest.raises(TypeError, match=r"DuckConnector.*StateConnector"):
+        duck.sasl_bind(Sasl.external())
+    assert duck.native.binds == []

@@ -10,10 +10,10 @@ docs/usage.rst, "Migrating from 3.x") is simply not done.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ldappool._port import ConnectSettings, Owner, Server
+from ldappool._port import BindAnswer, ConnectSettings, ErrorKind, Owner, Sasl, Server
 
 __all__ = ["LegacyConnection"]
 
@@ -33,10 +33,14 @@ class LegacyConnection:
     ``simple_bind_s(who, cred)`` (not called for an anonymous identity),
     ``unbind_ext_s()`` to close. ``active`` is set on the object while it is lent. It is
     closed at checkin when its ``connected`` attribute is false, as in 3.x.
+
+    ``classify`` is the driver's: whatever the object raises is python-ldap's (or looks
+    like it), and only the driver knows a refusal from a lost server.
     """
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: Any, classify: Callable[[BaseException], ErrorKind]) -> None:
         self._native = native
+        self._classify = classify
         self._holder = _OwnerSlot()
         self._closed = False
 
@@ -47,10 +51,11 @@ class LegacyConnection:
         server: Server,
         settings: ConnectSettings,
         connector_args: Mapping[str, Any],
+        classify: Callable[[BaseException], ErrorKind],
     ) -> LegacyConnection:
         """Build and configure one object; StartTLS when asked (not for ldaps://)."""
         native = connector_cls(server.uri, **connector_args)
-        conn = cls(native)
+        conn = cls(native, classify)
         try:
             native.timeout = _NO_LIMIT if settings.timeout is None else settings.timeout
             _install_active(native, conn._holder)
@@ -76,6 +81,39 @@ class LegacyConnection:
             self._native.simple_bind_s(who, cred)
         if hasattr(self._native, "connected"):
             self._native.connected = True
+
+    def check_password(self, who: str, cred: str) -> BindAnswer:
+        """``simple_bind_s(who, cred)``, once: a 3.x connector takes no controls, so
+        there is never a policy answer. A refusal is returned, a lost server raised.
+
+        ``connected`` is set as after :meth:`bind` either way: the pool made this bind,
+        and a refused one leaves a usable (anonymous) connection, not one to close.
+        """
+        try:
+            self._native.simple_bind_s(who, cred)
+        except Exception as error:
+            if self._classify(error).transient:
+                raise
+            refusal: BaseException | None = error
+        else:
+            refusal = None
+        if hasattr(self._native, "connected"):
+            self._native.connected = True
+        return BindAnswer(refusal=refusal)
+
+    def sasl_bind(self, sasl: Sasl) -> None:
+        """Refused: a 3.x connector is only known to do simple binds.
+
+        Its ``sasl_interactive_bind_s``, if it has one, is not used: it would want
+        python-ldap's SASL objects, and a test double or wrapper that happens to have
+        the name may do anything with them. SASL needs a python-ldap LDAPObject class
+        (``StateConnector`` or a ``SimpleLDAPObject`` subclass) as ``connector_cls``.
+        """
+        raise TypeError(
+            f"SASL {sasl.mechanism} bind: {type(self._native).__qualname__} is a duck-typed "
+            "connector class; SASL needs ldappool.StateConnector (or another python-ldap "
+            "SimpleLDAPObject subclass) as connector_cls"
+        )
 
     def looks_alive(self) -> bool:
         """No socket to look at: alive unless it says it is not connected."""

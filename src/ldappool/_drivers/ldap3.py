@@ -25,8 +25,18 @@ from ldap3.core import exceptions as lx
 
 from ldappool._drivers._ldap3_native import PooledConnection, is_timeout
 from ldappool._drivers._liveness import dead, probe
+from ldappool._drivers._ppolicy import PPOLICY_OID, policy_or_none
 from ldappool._drivers._shared import WHOAMI, blackhole
-from ldappool._port import ConnectSettings, ErrorKind, Owner, Server, TLSSettings
+from ldappool._port import (
+    BindAnswer,
+    ConnectSettings,
+    ErrorKind,
+    Owner,
+    PasswordPolicy,
+    Sasl,
+    Server,
+    TLSSettings,
+)
 
 __all__ = ["Ldap3Connection", "Ldap3Driver", "PooledConnection"]
 
@@ -68,6 +78,8 @@ _DOWN_ERRORS = (
     lx.LDAPBusyResult,
     OSError,
 )
+#: The SASL mechanisms ldap3 2.9 implements (GSSAPI only with the gssapi package).
+_SASL_MECHANISMS = ("EXTERNAL", "DIGEST-MD5", "GSSAPI", "PLAIN")
 
 
 class Ldap3Connection:
@@ -113,6 +125,72 @@ class Ldap3Connection:
             native._ldappool_identity_changed = not ok
         if not ok:
             raise _result_error(native, "bind failed")
+        if native._connection_time is None:
+            native._connection_time = time.time()
+
+    def check_password(self, who: str, cred: str) -> BindAnswer:
+        """One simple bind with the password policy request control; a refusal is returned.
+
+        ldap3 keeps the value of a response control it does not know as bytes, under
+        ``result["controls"][oid]["value"]``, on success and failure alike. A result code
+        is a refusal whether ldap3 returned False or raised it (``raise_exceptions``);
+        socket errors are raised. The password is cleared as in :meth:`bind`.
+        """
+        native = self._native
+        native.user, native.password = who, cred
+        native.authentication = ldap3.SIMPLE
+        native._ldappool_identity_changed = True  # until the server has answered
+        native.result = None  # a refusal ldap3 makes client-side leaves the last one
+        refusal: Exception | None = None
+        try:
+            bound = ldap3.Connection.bind(
+                native,
+                read_server_info=self._read_server_info,
+                controls=[(PPOLICY_OID, False, None)],
+            )
+            if bound is not True:
+                refusal = _result_error(native, "bind failed")
+        except lx.LDAPException as error:
+            refusal = error
+        finally:
+            native.password = native.request = None
+        if refusal is not None and self._driver.classify(refusal).transient:
+            raise refusal  # lost, timed out, or busy: noted as changed, not pooled again
+        native._ldappool_identity_changed = False  # the pool's bind, refused or not
+        if refusal is None and native._connection_time is None:
+            native._connection_time = time.time()
+        return BindAnswer(refusal=refusal, policy=_policy(native.result))
+
+    def sasl_bind(self, sasl: Sasl) -> None:
+        """SASL bind with ldap3's own mechanisms; raises when refused.
+
+        ``sasl_credentials`` are what ldap3 2.9 reads for each mechanism; the secret is
+        asked of ``sasl.secret()`` for this bind, and the credentials, the password and
+        the request (which holds the encoded credentials) are cleared afterwards. The
+        "holder re-bound" note is cleared, refused or not: the bind is the pool's; a
+        lost or timed-out connection stays noted, not to be pooled again.
+        """
+        credentials = _sasl_credentials(sasl)
+        native = self._native
+        native.user = native.password = None
+        native.authentication = ldap3.SASL
+        native.sasl_mechanism = sasl.mechanism
+        native.sasl_credentials = credentials
+        native._ldappool_identity_changed = True  # until the server has answered
+        native.result = None  # not to report an earlier operation's result
+        try:
+            bound = ldap3.Connection.bind(native, read_server_info=self._read_server_info)
+        except lx.LDAPException as error:
+            if not self._driver.classify(error).transient:
+                native._ldappool_identity_changed = False
+            raise
+        finally:
+            native.sasl_credentials = native.password = native.request = None
+        if bound is not True:
+            refused = _result_error(native, f"SASL {sasl.mechanism} bind failed")
+            native._ldappool_identity_changed = self._driver.classify(refused).transient
+            raise refused
+        native._ldappool_identity_changed = False
         if native._connection_time is None:
             native._connection_time = time.time()
 
@@ -215,6 +293,37 @@ def _result_error(native: ldap3.Connection, what: str) -> Exception:
         # Builds the subclass for the result code: LDAPInvalidCredentialsResult for 49...
         return lx.LDAPOperationResult(*(res.get(k) for k in _RESULT_KEYS))
     return lx.LDAPBindError(f"{what}: {native.last_error or 'no result'}")
+
+
+def _policy(result: object) -> PasswordPolicy | None:
+    """The policy answer in an ldap3 result, if the server sent one."""
+    controls = result.get("controls") if isinstance(result, dict) else None
+    control = controls.get(PPOLICY_OID) if isinstance(controls, dict) else None
+    return policy_or_none(control.get("value") if isinstance(control, dict) else None)
+
+
+def _sasl_credentials(sasl: Sasl) -> Any:
+    """``sasl_credentials`` as ldap3 2.9 reads them for the mechanism; ValueError for a
+    mechanism it does not implement, or without what the mechanism needs."""
+    mechanism, authz_id = sasl.mechanism, sasl.authz_id or None
+    if mechanism not in _SASL_MECHANISMS:
+        raise ValueError(
+            f"SASL mechanism {mechanism!r} is not one the ldap3 driver can do "
+            f"({', '.join(_SASL_MECHANISMS)})"
+        )
+    if mechanism == "EXTERNAL":
+        return authz_id  # sent as it is: the credentials octet string (None: absent)
+    if mechanism == "GSSAPI":
+        try:  # ldap3 imports it at the first GSSAPI bind; fail before sending anything
+            import ldap3.protocol.sasl.kerberos  # noqa: F401, PLC0415
+        except lx.LDAPPackageUnavailableError as exc:
+            raise ValueError("SASL GSSAPI with ldap3 needs the gssapi package") from exc
+        return (None, authz_id)  # None: the service host is the Server's
+    if not sasl.user or sasl.secret is None:
+        raise ValueError(f"SASL {mechanism} needs Sasl.user and Sasl.secret")
+    if mechanism == "PLAIN":
+        return (authz_id, sasl.user, sasl.secret())
+    return (None, sasl.user, sasl.secret(), authz_id)  # DIGEST-MD5: realm from the server
 
 
 def _checked_options(argument: str, value: object, target: Any) -> Mapping[str, Any]:

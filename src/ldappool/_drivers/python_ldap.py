@@ -12,17 +12,29 @@ from __future__ import annotations
 import contextlib
 import errno
 import ssl
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
 import ldap
+import ldap.controls
 import ldap.ldapobject
+import ldap.sasl
 
 from ldappool._drivers._legacy import LegacyConnection
 from ldappool._drivers._liveness import SocketWatch
+from ldappool._drivers._ppolicy import PPOLICY_OID, policy_or_none
 from ldappool._drivers._shared import blackhole, socket_timed_out
 from ldappool._drivers._state_connector import BASE, StateConnector
-from ldappool._port import ConnectSettings, ErrorKind, Owner, Server
+from ldappool._port import (
+    BindAnswer,
+    ConnectSettings,
+    ErrorKind,
+    Owner,
+    PasswordPolicy,
+    Sasl,
+    Server,
+)
 
 __all__ = ["PooledLDAPObject", "PythonLdapConnection", "PythonLdapDriver", "StateConnector"]
 
@@ -45,6 +57,14 @@ _NATIVE_ERRORS: dict[ErrorKind, type[Exception]] = {
     ErrorKind.DOWN: ldap.SERVER_DOWN,
     ErrorKind.OTHER: ldap.LDAPError,
 }
+# The password policy request control: not critical, no value. Immutable once built.
+_PPOLICY_REQUEST = ldap.controls.RequestControl(PPOLICY_OID, False)
+# SASL mechanisms driven through libsasl's callbacks with a user name and a secret (and
+# an optional authorization identity); EXTERNAL and GSSAPI take only the latter.
+_SECRET_MECHANISMS = frozenset(
+    {"PLAIN", "CRAM-MD5", "DIGEST-MD5"}
+    | {f"SCRAM-SHA-{bits}" for bits in ("1", "224", "256", "384", "512")}
+)
 
 
 class PythonLdapConnection:
@@ -74,6 +94,69 @@ class PythonLdapConnection:
         self._native.simple_bind_s(who, cred)
         self._native._ldappool_rebound = False
         self._watch(self._native.get_option(ldap.OPT_DESC))
+
+    def check_password(self, who: str, cred: str) -> BindAnswer:
+        """One simple bind with the password policy request control; a refusal is returned.
+
+        ``simple_bind`` and the C ``result4`` rather than ``simple_bind_s``: python-ldap's
+        own result methods decode response controls through its registry, which drops a
+        control it does not know (the policy control, unless some code imported
+        ``ldap.controls.ppolicy``) and otherwise decodes it with pyasn1. The raw
+        ``(oid, criticality, value)`` tuples come from ``result4`` on success, and from
+        the exception's ``ctrls`` on a refusal. Both go through the object's
+        ``_ldap_call``, so a lost connection is marked as with any other call.
+        """
+        native = self._native
+        state = native.__dict__
+        try:
+            msgid = native.simple_bind(who, cred, [_PPOLICY_REQUEST])
+            answer = native._ldap_call(native._l.result4, msgid, 1, native.timeout, 0, 0, 0)
+            if answer[0] is None:  # a zero timeout set by hand polls: no answer yet
+                state["_ldappool_lost"] = True  # the answer may still come
+                raise ldap.TIMEOUT({"desc": "Timed out", "msgid": msgid})
+        except ldap.LDAPError as error:
+            if self._driver.classify(error).transient:
+                raise  # simple_bind flagged the identity (or _ldap_call the loss)
+            details = error.args[0] if error.args else None
+            controls = details.get("ctrls") if isinstance(details, dict) else None
+            # RFC 4511 4.2.2: a refused bind leaves the connection anonymous.
+            state["who"], state["_ldappool_rebound"] = None, False
+            self._watch(native.get_option(ldap.OPT_DESC))
+            return BindAnswer(refusal=error, policy=_policy(controls))
+        state["_ldappool_rebound"] = False  # the pool's bind, not the holder's
+        state["connected"], state["who"] = True, who
+        if state["_connection_time"] is None:
+            state["_connection_time"] = time.time()
+        self._watch(native.get_option(ldap.OPT_DESC))
+        return BindAnswer(policy=_policy(answer[3]))
+
+    def sasl_bind(self, sasl: Sasl) -> None:
+        """SASL bind through libsasl (``sasl_interactive_bind_s``); raises when refused.
+
+        The secret is asked of ``sasl.secret()`` here, given to libsasl through the
+        callback values for this one bind, and those are emptied afterwards. The
+        object's ``sasl_interactive_bind_s`` is called (a connector class's override
+        runs), and the "holder re-bound" flag it sets is cleared: this bind is the
+        pool's, refused or not. ``who`` becomes the identity asked for (``authz_id``,
+        else ``user``), or "" when the transport or Kerberos says who (EXTERNAL,
+        GSSAPI without ``authz_id``); None after a refusal (anonymous).
+        """
+        auth = _sasl_auth(sasl)
+        native = self._native
+        state = native.__dict__
+        try:
+            native.sasl_interactive_bind_s("", auth)
+        except ldap.LDAPError as error:
+            if not self._driver.classify(error).transient:
+                state["who"], state["_ldappool_rebound"] = None, False
+            raise
+        finally:
+            auth.cb_value_dict.clear()  # the secret, if any
+        state["_ldappool_rebound"] = False
+        state["connected"], state["who"] = True, sasl.authz_id or sasl.user or ""
+        if state["_connection_time"] is None:
+            state["_connection_time"] = time.time()
+        self._watch(native.get_option(ldap.OPT_DESC))
 
     def looks_alive(self) -> bool:
         """Whether the server has not closed the socket (see ``SocketWatch``): no I/O."""
@@ -244,7 +327,7 @@ class PythonLdapDriver:
             raise ValueError(f"timeout must be > 0 or None, not {settings.timeout!r}")
         if self._legacy:
             return LegacyConnection.open(
-                self._native_class, server, settings, self._connector_args
+                self._native_class, server, settings, self._connector_args, self.classify
             )
         native = self._native_class(server.uri, **self._connector_args)
         try:
@@ -328,6 +411,42 @@ class PythonLdapDriver:
         if isinstance(error, (*_DOWN_ERRORS, OSError)):
             return ErrorKind.DOWN
         return ErrorKind.OTHER
+
+
+def _policy(controls: object) -> PasswordPolicy | None:
+    """The policy answer among python-ldap's raw response control tuples, if any."""
+    if not isinstance(controls, (list, tuple)):
+        return None
+    for control in controls:
+        if isinstance(control, tuple) and len(control) == 3 and control[0] == PPOLICY_OID:
+            return policy_or_none(control[2])
+    return None
+
+
+def _sasl_auth(sasl: Sasl) -> ldap.sasl.sasl:
+    """python-ldap's SASL object for ``sasl``; ValueError for what libsasl is not given
+    enough for here (or python-ldap was built without SASL)."""
+    mechanism = sasl.mechanism
+    if not ldap.SASL_AVAIL:
+        raise ValueError(f"SASL {mechanism}: this python-ldap was built without SASL")
+    authz_id = sasl.authz_id or ""
+    if mechanism == "EXTERNAL":
+        return ldap.sasl.external(authz_id)
+    if mechanism == "GSSAPI":
+        return ldap.sasl.gssapi(authz_id)
+    if mechanism not in _SECRET_MECHANISMS:
+        known = ", ".join(["EXTERNAL", "GSSAPI", *sorted(_SECRET_MECHANISMS)])
+        raise ValueError(
+            f"SASL mechanism {mechanism!r} is not one the python-ldap driver can do ({known})"
+        )
+    if not sasl.user or sasl.secret is None:
+        raise ValueError(f"SASL {mechanism} needs Sasl.user and Sasl.secret")
+    values = {
+        ldap.sasl.CB_AUTHNAME: sasl.user,
+        ldap.sasl.CB_PASS: sasl.secret(),
+        ldap.sasl.CB_USER: authz_id,
+    }
+    return ldap.sasl.sasl(values, mechanism)
 
 
 def _is_ldap_object(cls: object) -> bool:
