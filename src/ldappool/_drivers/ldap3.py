@@ -312,7 +312,10 @@ def _sasl_credentials(sasl: Sasl) -> Any:
             f"({', '.join(_SASL_MECHANISMS)})"
         )
     if mechanism == "EXTERNAL":
-        return authz_id  # sent as it is: the credentials octet string (None: absent)
+        # The credentials octet string as it is, never absent: without an initial
+        # response slapd answers saslBindInProgress with an empty challenge, which
+        # ldap3's one-step EXTERNAL takes for the end. "": the transport's identity.
+        return authz_id or ""
     if mechanism == "GSSAPI":
         try:  # ldap3 imports it at the first GSSAPI bind; fail before sending anything
             import ldap3.protocol.sasl.kerberos  # noqa: F401, PLC0415
