@@ -103,6 +103,7 @@ class PolicyError(enum.Enum):
     PASSWORD_TOO_SHORT = 6
     PASSWORD_TOO_YOUNG = 7
     PASSWORD_IN_HISTORY = 8
+    PASSWORD_TOO_LONG = 9
 
 
 @attrs.frozen

@@ -22,8 +22,8 @@ turn that into "no policy answer" (:func:`policy_or_none`): a control the server
 wrong must never turn a login into a crash.
 
 An ``error`` value that :class:`~ldappool._port.PolicyError` does not list is not
-malformed: later revisions of the draft added ``passwordTooLong`` (9), which OpenLDAP
-sends on password changes, and vendors may add their own. Such a value is read as
+malformed: the draft's list has grown (``passwordTooLong``, 9, came later), and vendors
+may add their own. Such a value is read as
 ``error=None`` ("no error this client knows of"), and the warning in the same control
 is kept. The refusal the error came with is still the bind's answer.
 """
