@@ -22,6 +22,7 @@ from ldappool._errors import (
     PoolClosedError,
     ServerDownError,
 )
+from ldappool._events import Event, EventKind
 from ldappool._manager import ConnectionManager
 from ldappool._policies import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy, RoundRobin
 from ldappool._port import (
@@ -60,6 +61,8 @@ __all__ = [
     "Driver",
     "DriverNotInstalledError",
     "ErrorKind",
+    "Event",
+    "EventKind",
     "FailoverPolicy",
     "InOrder",
     "InvalidCredentialsError",

@@ -20,6 +20,7 @@ from ldappool._errors import (
     PasswordExpiredError,
     driver_flavoured,
 )
+from ldappool._events import Event, EventKind, Events
 from ldappool._identity import Credentials
 from ldappool._policies import FailoverPolicy, RetryPolicy
 from ldappool._port import (
@@ -63,6 +64,8 @@ class Dialer:
         self._clock = clock
         #: Counts outcomes by name; the pool that uses this dialer installs its own.
         self.count: Callable[[str], None] = lambda _name: None
+        #: Where failovers, quarantines and refused binds are told (the manager's).
+        self.events = Events()
         # server -> monotonic time until which it is quarantined (see FailoverPolicy).
         self._quarantine: dict[Server, float] = {}
 
@@ -154,13 +157,20 @@ class Dialer:
                         break  # no sleeping past max_time
                     self._clock.sleep(pause)
                     continue
-                self._quarantine.pop(server, None)
+                if self._quarantine.pop(server, None) is not None and self.events.listeners:
+                    self.events.emit(Event(EventKind.SERVER_BACK, server=str(server)))
                 return conn, server
             if not attempt:
                 break  # out of time before this server's turn
             if self.failover.cooldown > 0:
                 self._quarantine[server] = self._clock.monotonic() + self.failover.cooldown
+                if self.events.listeners:
+                    self.events.emit(Event(EventKind.SERVER_QUARANTINED, server=str(server)))
             self.count("failovers")
+            if self.events.listeners:
+                self.events.emit(
+                    Event(EventKind.FAILOVER, server=str(server), error=repr(last_error))
+                )
             log.warning("giving up on %s after %d attempt(s): %r", server, attempt, last_error)
         tried = ", ".join(str(s) for s in self.servers)
         raise self.error(
@@ -183,6 +193,7 @@ class Dialer:
         another answer that no retry or other server can change."""
         if kind is ErrorKind.CREDENTIALS:
             self.count("invalid_credentials")
+            self._refused(server, who, "invalid credentials", exc)
             message = f"{server} refused the credentials for bind DN {who!r}"
         else:
             message = f"{server} refused the {what}: {exc!r}"
@@ -203,12 +214,28 @@ class Dialer:
         self.count("invalid_credentials")
         reason = policy.error if policy is not None else None
         error: type[InvalidCredentialsError] = _POLICY_ERRORS.get(reason, InvalidCredentialsError)
-        detail = f" ({reason.name.lower().replace('_', ' ')})" if reason is not None else ""
+        why = reason.name.lower().replace("_", " ") if reason is not None else None
+        self._refused(server, who, why or "invalid credentials", refusal)
+        detail = f" ({why})" if why is not None else ""
         message = f"{server} refused the password of {who!r}{detail}"
         found = self.error(kind, message, server, refusal, error)
         assert isinstance(found, InvalidCredentialsError)
         found.policy = policy
         return found
+
+    def _refused(
+        self, server: Server | None, who: str | None, reason: str, exc: BaseException
+    ) -> None:
+        if self.events.listeners:
+            self.events.emit(
+                Event(
+                    EventKind.BIND_REFUSED,
+                    server=str(server) if server else None,
+                    dn=who,
+                    reason=reason,
+                    error=repr(exc),
+                )
+            )
 
     def error(
         self,

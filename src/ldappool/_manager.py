@@ -11,12 +11,14 @@ AttributeError when set, rather than being silently ignored.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ldappool._auth import AuthResult, unauthenticated
 from ldappool._clock import Clock, SystemClock
 from ldappool._dialer import Dialer
 from ldappool._errors import LDAPPoolError
+from ldappool._events import Listener
 from ldappool._identity import Credentials, IdentityHasher
 from ldappool._lease import Lease
 from ldappool._policies import FailoverPolicy, InOrder, LifetimePolicy, RetryPolicy
@@ -91,6 +93,7 @@ class ConnectionManager:
         handoff_after: float = 0.05,
         auth_size: int | None = None,
         sasl: Sasl | None = None,
+        listeners: Iterable[Listener] = (),
         clock: Clock | None = None,
     ) -> None:
         servers = None if connector_cls is not None else parse_uris(uri)
@@ -139,6 +142,9 @@ class ConnectionManager:
         self._clock = clock
         settings = ConnectSettings(timeout=seconds, use_tls=self._use_tls, tls=tls)
         self._dialer = Dialer(self._driver, servers, settings, retry, failover, clock)
+        self._events = self._dialer.events
+        for listener in _listeners(listeners):
+            self._events.add(listener)
         self._pool = ThreadedPool(
             self._dialer,
             size=size,
@@ -340,6 +346,18 @@ class ConnectionManager:
             None,
         )
 
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for each :class:`~ldappool.Event` from now on.
+
+        It runs in the thread where the event happened, never under the pool's lock;
+        if it raises, the error is logged and the pool goes on. See :doc:`events`.
+        """
+        self._events.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; ValueError if it was not added."""
+        self._events.remove(listener)
+
     def purge(self, bind: str | None, passwd: str | None = None) -> int:
         """Drop the connections bound as ``bind`` (with ``passwd``, if given).
 
@@ -409,6 +427,16 @@ def _sasl(value: object) -> Sasl | None:
             f"sasl must be an ldappool.Sasl instance or None, not {type(value).__name__}"
         )
     return value
+
+
+def _listeners(value: object) -> list[Listener]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"listeners must be an iterable of callables, not {type(value).__name__}")
+    found = list(value)
+    for listener in found:
+        if not callable(listener):
+            raise TypeError(f"listeners: {listener!r} is not callable")
+    return found
 
 
 def _required_str(name: str, value: object) -> str:

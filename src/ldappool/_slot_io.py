@@ -15,6 +15,7 @@ from ldappool._clock import Clock
 from ldappool._core.machine import PoolMachine
 from ldappool._core.slots import Slot, Step
 from ldappool._dialer import Dialer, bind
+from ldappool._events import Event, EventKind
 from ldappool._identity import PASSWORD_CHECKS, Credentials
 from ldappool._port import BindAnswer, Connection, ErrorKind
 
@@ -35,6 +36,7 @@ class SlotIO:
         self._dialer = dialer
         self._classify = dialer.driver.classify
         self._now = clock.monotonic
+        self._events = dialer.events
 
     def prepare(self, slot: Slot, credentials: Credentials) -> None:
         """Do what the slot's step says until it can be lent; raise if it cannot."""
@@ -63,12 +65,24 @@ class SlotIO:
         return True
 
     def _open(self, slot: Slot, credentials: Credentials) -> None:
+        started = self._now()
         if credentials is PASSWORD_CHECKS:
             conn, server = self._dialer.open_unbound()
         else:
             conn, server = self._dialer.open(credentials)
+        now = self._now()
         with self.lock:
-            self._machine.opened(slot, conn, server, self._now())
+            self._machine.opened(slot, conn, server, now)
+        if self._events.listeners:
+            self._events.emit(
+                Event(
+                    EventKind.OPENED,
+                    slot=slot.number,
+                    server=str(server),
+                    dn=credentials.who,
+                    duration=now - started,
+                )
+            )
         # For the connection's life: it refuses to recover unless the slot is lent.
         conn.set_owner(SlotOwner(self, slot, conn))
 
@@ -110,10 +124,21 @@ class SlotIO:
         """Close the slot's connection (``reason``: why, as a counter) and go on to OPEN."""
         if reason is not None:
             log.debug("slot %d: replacing a %s connection to %s", slot.number, reason, slot.server)
+        server, identity = slot.server, slot.identity
         with self.lock:
             conn = self._machine.discard(slot, reason)
         if conn is not None:
             conn.close()
+            if self._events.listeners:
+                self._events.emit(
+                    Event(
+                        EventKind.CLOSED,
+                        slot=slot.number,
+                        server=str(server) if server else None,
+                        dn=identity.dn if identity else None,
+                        reason=reason or "expired",
+                    )
+                )
         return Step.OPEN
 
     def _count(self, name: str) -> None:

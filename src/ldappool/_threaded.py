@@ -21,6 +21,8 @@ from ldappool._core.machine import PoolMachine
 from ldappool._core.slots import Slot, SlotView, Step
 from ldappool._core.waiting import Waiter
 from ldappool._dialer import Dialer
+from ldappool._errors import MaxConnectionReachedError
+from ldappool._events import Event, EventKind
 from ldappool._identity import PASSWORD_CHECKS, Credentials, Identity
 from ldappool._policies import LifetimePolicy
 from ldappool._port import BindAnswer, Connection, Server
@@ -85,6 +87,7 @@ class ThreadedPool:
         self._return = self._machine.checkin
         dialer.count = self._count  # its outcomes land in this pool's stats
         self._classify = dialer.driver.classify
+        self._events = dialer.events
         self._io = SlotIO(self._machine, self._lock, dialer, clock)
         self.warn_held_after = warn_held_after
         #: Where each lent slot was checked out, while ``warn_held_after`` is set.
@@ -105,13 +108,20 @@ class ThreadedPool:
             if slot is None:
                 waiter, overdue = self._queue(credentials, now)
         if slot is None:
+            if self._events.listeners:
+                self._emit(EventKind.WAIT_STARTED, None, credentials.who)
             self._warn_overdue(overdue, now)
             slot = self._wait(waiter, self._deadline() if math.isnan(deadline) else deadline)
         elif slot.step is _LEND and self.warn_held_after is None:
             conn = slot.conn
             if conn is not None and conn.looks_alive():  # the common case ends here
+                if self._events.listeners:
+                    self._emit(EventKind.CHECKED_OUT, slot, credentials.who, self._now() - now)
                 return slot
-        return self._prepare(slot, credentials)
+        slot = self._prepare(slot, credentials)
+        if self._events.listeners:
+            self._emit(EventKind.CHECKED_OUT, slot, credentials.who, self._now() - now)
+        return slot
 
     def _queue(
         self, credentials: Credentials, now: float
@@ -160,11 +170,13 @@ class ThreadedPool:
                 if slot is not None:
                     return slot
                 timeout = _left(deadline)
-        except BaseException:  # KeyboardInterrupt, time out...: leave the queue, lose no slot
+        except BaseException as exc:  # KeyboardInterrupt, time out...: lose no slot
             with self._lock:
                 slot, step = self._machine.cancel(waiter, self._now())
             if step is _CLOSE and slot is not None:
                 self._close(slot)
+            if isinstance(exc, MaxConnectionReachedError) and self._events.listeners:
+                self._emit(EventKind.WAIT_TIMED_OUT, None, waiter.credentials.who)
             raise
 
     def _warn_overdue(self, holders: list[tuple[Slot, str]], now: float) -> None:
@@ -190,10 +202,17 @@ class ThreadedPool:
         now = self._now()
         if self._origins:  # before the slot can be lent again
             self._warn_at_checkin(slot, now)
+        if self._events.listeners:  # before the slot can be lent again too
+            self._checked_in(slot, now)
         with self._lock:
             step = self._return(slot, now, lost, changed)
         if step is not _KEEP:
             self._carry_out(slot, conn, step, error if lost else None)
+
+    def _checked_in(self, slot: Slot, now: float) -> None:
+        credentials = slot.credentials
+        who = credentials.who if credentials is not None else None
+        self._emit(EventKind.CHECKED_IN, slot, who, now - slot.lent_at)
 
     def _settle(
         self, slot: Slot, *, lost: bool, changed: bool, error: BaseException | None
@@ -203,6 +222,8 @@ class ThreadedPool:
         now = self._now()
         if self._origins:
             self._warn_at_checkin(slot, now)
+        if self._events.listeners:
+            self._checked_in(slot, now)
         with self._lock:
             step = self._return(slot, now, lost, changed)
         if step is not _KEEP:
@@ -232,11 +253,36 @@ class ThreadedPool:
     def _close(self, slot: Slot) -> None:
         """Close the connection of a slot the machine said to CLOSE, then free the slot:
         only once the server has been told, so ``size`` holds as the server counts."""
-        conn = slot.conn
+        conn, server, identity = slot.conn, slot.server, slot.identity
         if conn is not None:
             conn.close()  # never raises
         with self._lock:
             self._machine.closed_conn(slot, self._now())
+        if conn is not None and self._events.listeners:
+            self._events.emit(
+                Event(
+                    EventKind.CLOSED,
+                    slot=slot.number,
+                    server=str(server) if server else None,
+                    dn=identity.dn if identity else None,
+                    reason=slot.why,
+                )
+            )
+
+    def _emit(
+        self, kind: EventKind, slot: Slot | None, dn: str | None, duration: float | None = None
+    ) -> None:
+        """Tell the listeners (only called when there are some)."""
+        server = slot.server if slot is not None else None
+        self._events.emit(
+            Event(
+                kind,
+                slot=slot.number if slot is not None else None,
+                server=str(server) if server else None,
+                dn=dn,
+                duration=duration,
+            )
+        )
 
     def _count(self, name: str) -> None:
         with self._lock:

@@ -186,8 +186,9 @@ class PoolMachine:
             waiter.slot = None
             self.counts.checkouts -= 1
             slot.credentials = None
-            if slot.conn is not None and self._retired(slot):
-                return slot, self._closing(slot)
+            why = self._retired(slot) if slot.conn is not None else None
+            if why is not None:
+                return slot, self._closing(slot, why)
             self._give(slot, now)
         elif waiter.woken:
             self._queue.looking(waiter)
@@ -290,8 +291,7 @@ class PoolMachine:
         self.counts.checkouts -= 1
         slot.credentials = None
         if slot.conn is not None:
-            slot.step = _CLOSE
-            return _CLOSE
+            return self._closing(slot, "refused")
         self._give(slot, now)
         return _KEEP
 
@@ -313,13 +313,22 @@ class PoolMachine:
         identity = slot.identity
         if identity is not None:  # (a connection is in the slot)
             expires = slot.expires_at
-            if lost or changed or now >= expires or self._retired(slot):
+            if (
+                lost
+                or changed
+                or now >= expires
+                or slot.purge
+                or not self.reuse
+                or self.closed
+                or len(self._slots) - len(self._empty) > self.size  # shrunk meanwhile
+            ):  # (the conditions of _retired, inline: the checkin's hot path)
                 if lost:
                     self.counts.lost += 1
-                elif now >= expires:
+                    return self._closing(slot, "lost")
+                if now >= expires:
                     self.counts.expired += 1
-                slot.step = _CLOSE
-                return _CLOSE
+                    return self._closing(slot, "expired")
+                return self._closing(slot, "changed" if changed else self._retired(slot))
             slot.last_used = now
             fit = now + self.quiet_for
             slot.fit_until = fit if fit < expires else expires
@@ -333,18 +342,22 @@ class PoolMachine:
         self._give(slot, now)
         return _KEEP
 
-    def _retired(self, slot: Slot) -> bool:
-        """Whether a healthy connection coming back must close rather than be pooled:
-        purged, not pooling, closed, or over ``size`` after a shrink."""
-        return (
-            slot.purge
-            or not self.reuse
-            or self.closed
-            or len(self._slots) - len(self._empty) > self.size
-        )
+    def _retired(self, slot: Slot) -> str | None:
+        """Why a healthy connection coming back must close rather than be pooled (a
+        CLOSED event's reason), or None."""
+        if slot.purge:
+            return "purged"
+        if self.closed:
+            return "closed"
+        if not self.reuse:
+            return "not pooled"
+        if len(self._slots) - len(self._empty) > self.size:
+            return "shrunk"
+        return None
 
-    def _closing(self, slot: Slot) -> Step:
+    def _closing(self, slot: Slot, why: str | None) -> Step:
         slot.step = _CLOSE
+        slot.why = why or "closed"
         return _CLOSE
 
     def closed_conn(self, slot: Slot, now: float) -> None:
@@ -402,12 +415,12 @@ class PoolMachine:
 
     # -- maintenance ---------------------------------------------------------------------
 
-    def _take_idle(self, slots: list[Slot]) -> list[Slot]:
+    def _take_idle(self, slots: list[Slot], why: str) -> list[Slot]:
         """Idle slots taken out of the pool to CLOSE (ours until ``closed_conn``)."""
         for slot in slots:
             self._unidle(slot)
             slot.in_use = True
-            slot.step = _CLOSE
+            self._closing(slot, why)
         return slots
 
     def purge(self, match: Callable[[Identity], bool]) -> list[Slot]:
@@ -421,7 +434,7 @@ class PoolMachine:
                 slot.purge = True
             else:
                 doomed.append(slot)
-        return self._take_idle(doomed)
+        return self._take_idle(doomed, "purged")
 
     def resize(self, size: int, now: float) -> list[Slot]:
         """Set the cap: idle slots over it to CLOSE now (least recently used first); lent
@@ -431,19 +444,20 @@ class PoolMachine:
         excess = len(self._slots) - len(self._empty) - size
         if excess < 0:
             self._queue.wake_oldest()
-        return self._take_idle(list(self._idle_lru.values())[: max(excess, 0)])
+        return self._take_idle(list(self._idle_lru.values())[: max(excess, 0)], "shrunk")
 
     def expire(self, now: float) -> list[Slot]:
         """Time passed: idle connections past their lifetime (or idle longer than the
         policy allows), taken out to CLOSE now rather than at the next checkout."""
         lifetime = self.lifetime
-        doomed = [
+        old = [slot for slot in self._idle_lru.values() if now >= slot.expires_at]
+        idle = [
             slot
             for slot in self._idle_lru.values()
-            if now >= slot.expires_at or lifetime.too_idle(now - slot.last_used)
+            if now < slot.expires_at and lifetime.too_idle(now - slot.last_used)
         ]
-        self.counts.expired += len(doomed)
-        return self._take_idle(doomed)
+        self.counts.expired += len(old) + len(idle)
+        return self._take_idle(old, "expired") + self._take_idle(idle, "idle")
 
     def close(self) -> list[Slot]:
         """Refuse new checkouts, fail every waiter with PoolClosedError; the idle slots to
@@ -451,7 +465,7 @@ class PoolMachine:
         self.closed = True
         self._queue.fail_all(PoolClosedError("this ConnectionManager was closed"))
         self._gate.fail_all(PoolClosedError("this ConnectionManager was closed"))
-        return self._take_idle(list(self._idle_lru.values()))
+        return self._take_idle(list(self._idle_lru.values()), "closed")
 
     def forked(self) -> list[Connection]:
         """In a forked child: every connection of the parent, to ABANDON (no I/O on the

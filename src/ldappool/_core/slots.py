@@ -77,6 +77,7 @@ class Slot:
         "purge",
         "server",
         "step",
+        "why",
     )
 
     def __init__(self, number: int, generation: int) -> None:
@@ -102,6 +103,8 @@ class Slot:
         self.purge = False
         #: What the runner is to do with it next (set with each decision).
         self.step = Step.KEEP
+        #: Why its step is CLOSE (an Event's reason: "expired", "purged"...).
+        self.why = ""
 
     def view(self) -> SlotView:
         """A copy of the state shown by ``print(cm)``."""
