@@ -94,6 +94,8 @@ class ConnectionManager:
         auth_size: int | None = None,
         sasl: Sasl | None = None,
         listeners: Iterable[Listener] = (),
+        min_size: int = 0,
+        keepalive: float | None = None,
         clock: Clock | None = None,
     ) -> None:
         servers = None if connector_cls is not None else parse_uris(uri)
@@ -109,6 +111,10 @@ class ConnectionManager:
             raise ValueError("sasl: give either sasl or bind and passwd, not both")
         size = check_int("size", size, minimum=1)
         auth_size = _auth_size(auth_size, size)
+        min_size = check_int("min_size", min_size, minimum=0)
+        if min_size > size:
+            raise ValueError(f"min_size must be at most size ({size}), not {min_size}")
+        keepalive = check_number("keepalive", keepalive, strict=True, allow_none=True)
         self._retry_max = check_int("retry_max", retry_max, minimum=1)
         self._retry_delay = check_number("retry_delay", retry_delay) or 0.0
         self._use_tls = check_bool("use_tls", use_tls)
@@ -155,6 +161,9 @@ class ConnectionManager:
             warn_held_after=held,
             handoff_after=handoff,
             auth_size=auth_size,
+            min_size=min_size,
+            keepalive=keepalive,
+            default=lambda: self._default,
         )
 
     # -- the attributes that change while the pool runs -----------------------------------
@@ -214,6 +223,11 @@ class ConnectionManager:
             if unauthenticated(bind, passwd)
             else Credentials(self._hasher.identity(bind, passwd), bind, passwd)
         )
+
+    @property
+    def min_size(self) -> int:
+        """Connections the upkeep keeps open, of the default identity."""
+        return self._pool.min_size
 
     @property
     def sasl(self) -> Sasl | None:
@@ -370,8 +384,32 @@ class ConnectionManager:
         wanted = self._hasher.identity(bind, check_optional_str("passwd", passwd))
         return self._pool.purge(lambda identity: identity == wanted)
 
+    def open(self, wait: bool = True) -> None:
+        """Open ``min_size`` connections of the default identity now.
+
+        ``wait=True``: here and now, raising BackendError (or InvalidCredentialsError)
+        if one cannot be opened, so that a service can refuse to start without its
+        directory; ``wait=False``: in the background. Either way the upkeep thread
+        starts (when ``min_size`` or ``keepalive`` is set), as it would with the first
+        connection otherwise.
+        """
+        self._pool.open(wait)
+
+    def check(self) -> int:
+        """Look at every idle connection now: its socket, then one WhoAmI round trip.
+        Close the dead ones (the upkeep, or the next checkouts, open new ones); return
+        how many were closed."""
+        return self._pool.check()
+
+    def drain(self) -> int:
+        """Replace every connection: idle ones are closed now, lent ones when they come
+        back (after a certificate or DNS change, say). The pool stays open; returns how
+        many were closed now."""
+        return self._pool.purge(lambda _identity: True)
+
     def close(self) -> None:
-        """Unbind every idle connection and lend no more; lent ones close at checkin."""
+        """Unbind every idle connection and lend no more; lent ones close at checkin.
+        Stops the upkeep thread."""
         self._pool.close()
 
     def stats(self) -> Stats:

@@ -28,10 +28,14 @@ from ldappool._policies import LifetimePolicy
 from ldappool._port import BindAnswer, Connection, Server
 from ldappool._slot_io import SlotIO
 from ldappool._stats import Stats
+from ldappool._upkeep import Upkeep
 
 __all__ = ["ThreadedPool"]
 
 log = logging.getLogger("ldappool")
+
+#: Seconds between two rounds of the upkeep thread (less with a shorter keepalive).
+UPKEEP_INTERVAL = 1.0
 
 _LEND, _KEEP, _CLOSE = Step.LEND, Step.KEEP, Step.CLOSE
 
@@ -71,9 +75,13 @@ class ThreadedPool:
         warn_held_after: float | None = None,
         handoff_after: float = 0.05,
         auth_size: int | None = None,
+        min_size: int = 0,
+        keepalive: float | None = None,
+        default: Callable[[], Credentials | None] = lambda: None,
     ) -> None:
         self._machine = PoolMachine(
             auth_size=auth_size,
+            min_size=min_size,
             size=size,
             lifetime=lifetime,
             reuse=reuse,
@@ -92,6 +100,17 @@ class ThreadedPool:
         self.warn_held_after = warn_held_after
         #: Where each lent slot was checked out, while ``warn_held_after`` is set.
         self._origins: dict[Slot, str] = {}
+        self._upkeep = Upkeep(
+            self,
+            self._machine,
+            self._io,
+            clock,
+            default=default,
+            keepalive=keepalive,
+            interval=UPKEEP_INTERVAL if keepalive is None else min(UPKEEP_INTERVAL, keepalive / 2),
+        )
+        #: Whether the upkeep thread runs (started with the first connection opened).
+        self._background = min_size > 0 or keepalive is not None
         _fork.watch(self)
 
     # -- checkout --------------------------------------------------------------------
@@ -137,6 +156,8 @@ class ThreadedPool:
 
     def _prepare(self, slot: Slot, credentials: Credentials) -> Slot:
         """Carry out the slot's step; on failure the slot goes back (nothing leaks)."""
+        if self._background and not self._upkeep.running:
+            self._upkeep.start()
         try:
             self._io.prepare(slot, credentials)
         except BaseException:
@@ -352,18 +373,43 @@ class ThreadedPool:
         return len(doomed)
 
     def close(self) -> None:
-        """Refuse new checkouts, wake waiters with PoolClosedError, close idle connections."""
+        """Refuse new checkouts, wake waiters with PoolClosedError, close idle connections,
+        stop the upkeep thread."""
         with self._lock:
             doomed = self._machine.close()
+        self._upkeep.stop()
         for slot in doomed:
             self._close(slot)
+
+    def open(self, wait: bool) -> None:
+        """Open connections up to ``min_size`` now (``wait``: in this thread, raising the
+        error if one cannot be opened) or in the background; start the upkeep thread."""
+        if wait:
+            self._upkeep.refill(raise_errors=True)
+        if self._background:
+            self._upkeep.start()
+
+    def check(self) -> int:
+        """Look at every idle connection now (its socket, then a WhoAmI); close the dead
+        ones; return how many."""
+        return self._upkeep.check()
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's connections without touching their sockets."""
         self._lock = self._io.lock = threading.Lock()
         self._origins = {}
+        self._upkeep.after_fork_in_child()
         for conn in self._machine.forked():
             conn.abandon()
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The pool's lock (replaced in a forked child)."""
+        return self._lock
+
+    def close_slot(self, slot: Slot) -> None:
+        """Close a slot's connection the machine said to CLOSE (for the upkeep)."""
+        self._close(slot)
 
     # -- state -----------------------------------------------------------------------
 
@@ -383,6 +429,10 @@ class ThreadedPool:
     @pool_timeout.setter
     def pool_timeout(self, seconds: float | None) -> None:
         self._machine.pool_timeout = seconds
+
+    @property
+    def min_size(self) -> int:
+        return self._machine.min_size
 
     @property
     def auth_size(self) -> int | None:

@@ -915,6 +915,8 @@ OPS = (
     "purge",
     "expire",
     "tick",
+    "refill",
+    "look_at_idle",
 )
 Op = tuple[str, int, bool, bool]
 
@@ -945,6 +947,7 @@ class Runner:
             size=size,
             lifetime=lifetime(max_lifetime=5.0, max_idle=3.0, ping_after=1.0),
             handoff_after=handoff_after,
+            min_size=1,
         )
         self.now = 0.0
         self.pending: list[Slot] = []  # given to a checkout, step not carried out yet
@@ -996,6 +999,21 @@ class Runner:
             self.closing.extend(m.expire(self.now))
         elif name == "tick":
             self.now += TICKS[n % len(TICKS)]
+        elif name == "refill":  # the upkeep opens one (a: it worked)
+            slot = m.refill(ALICE, self.now)
+            if slot is not None:
+                assert slot.step is Step.OPEN and slot.conn is None
+                if a:
+                    m.opened(slot, new_conn(), SERVER, self.now)
+                if m.refilled(slot, self.now, opened=a) is Step.CLOSE:
+                    self.closing.append(slot)
+        elif name == "look_at_idle":  # the upkeep looks at one (a: alive, b: pinged)
+            idle = m.idle_slots()
+            if idle and m.borrow(idle[n % len(idle)], self.now, 0.0):
+                slot = idle[n % len(idle)]
+                assert slot.in_use
+                if m.give_back(slot, self.now, a, pinged=b) is Step.CLOSE:
+                    self.closing.append(slot)
         if m.occupied > m.size:
             self.over_size = True
         elif self.over_size:

@@ -47,8 +47,11 @@ class PoolMachine:
         handoff_after: float = 0.05,
         pool_timeout: float | None = None,
         auth_size: int | None = None,
+        min_size: int = 0,
     ) -> None:
         self.size = size
+        #: Connections the upkeep keeps open (idle or not), of the default identity.
+        self.min_size = min_size
         #: The share of ``size`` for password checks; None: half of it (at least one).
         self.auth_size = auth_size
         self.lifetime = lifetime
@@ -447,17 +450,89 @@ class PoolMachine:
         return self._take_idle(list(self._idle_lru.values())[: max(excess, 0)], "shrunk")
 
     def expire(self, now: float) -> list[Slot]:
-        """Time passed: idle connections past their lifetime (or idle longer than the
-        policy allows), taken out to CLOSE now rather than at the next checkout."""
+        """Time passed: idle connections past their lifetime, or idle longer than the
+        policy allows while more than ``min_size`` are open, taken out to CLOSE now
+        rather than at the next checkout."""
         lifetime = self.lifetime
         old = [slot for slot in self._idle_lru.values() if now >= slot.expires_at]
+        spare = len(self._slots) - len(self._empty) - len(old) - self.min_size
         idle = [
             slot
-            for slot in self._idle_lru.values()
+            for slot in self._idle_lru.values()  # least recently used first
             if now < slot.expires_at and lifetime.too_idle(now - slot.last_used)
-        ]
+        ][: max(spare, 0)]
         self.counts.expired += len(old) + len(idle)
         return self._take_idle(old, "expired") + self._take_idle(idle, "idle")
+
+    # -- upkeep (a runner's background work) --------------------------------------------
+
+    def idle_slots(self) -> list[Slot]:
+        """The idle slots now, least recently used first: to look at their sockets."""
+        return list(self._idle_lru.values())
+
+    def take_stale(self, slot: Slot) -> bool:
+        """The upkeep found an idle connection closed by the server: to CLOSE now (True),
+        unless it was lent or closed meanwhile (False: nothing to do)."""
+        if self._idle_lru.get(slot.number) is not slot:
+            return False
+        self.counts.stale += 1
+        self._take_idle([slot], "stale")
+        return True
+
+    def borrow(self, slot: Slot, now: float, keepalive: float) -> bool:
+        """Take an idle connection out to look at it (True) if it is still idle and quiet
+        for ``keepalive`` seconds (0: whatever its quiet time); give it back with
+        :meth:`give_back`."""
+        if self._idle_lru.get(slot.number) is not slot:
+            return False
+        if now - max(slot.last_used, slot.pinged_at) < keepalive:
+            return False
+        self._unidle(slot)
+        slot.in_use = True
+        return True
+
+    def give_back(self, slot: Slot, now: float, alive: bool, *, pinged: bool) -> Step:
+        """A borrowed connection was looked at (and ``pinged``): pooled again (KEEP; its
+        idle time for the lifetime policy goes on), or to CLOSE when it was found dead
+        or the pool changed meanwhile."""
+        if pinged:
+            self.counts.pings += 1
+        why = self._retired(slot) if alive else "stale"
+        if why is not None:
+            if not alive:
+                self.counts.stale += 1
+            return self._closing(slot, why)
+        if pinged:
+            slot.pinged_at = now
+        self._give(slot, now)
+        return _KEEP
+
+    def refill(self, credentials: Credentials, now: float) -> Slot | None:
+        """A slot to OPEN for ``credentials`` while fewer than ``min_size`` connections are
+        open and nobody waits (it is lent to the upkeep: check it in once opened), or None."""
+        if self.closed or self._waiters or len(self._slots) - len(self._empty) >= min(
+            self.min_size, self.size
+        ):
+            return None
+        slot = self._take_other()
+        if slot is None or slot.conn is not None:  # (_take_other only gives an empty one here)
+            return None
+        slot.in_use = True
+        slot.credentials = credentials
+        slot.lent_at = now
+        slot.step = _OPEN
+        return slot
+
+    def refilled(self, slot: Slot, now: float, opened: bool) -> Step:
+        """The upkeep's refill is done: pooled (or handed to a waiter), or CLOSE when the
+        pool closed or shrank meanwhile, or the open failed with a connection left."""
+        if opened:
+            return self.checkin(slot, now)
+        slot.credentials = None
+        if slot.conn is not None:
+            return self._closing(slot, "refused")
+        self._give(slot, now)
+        return _KEEP
 
     def close(self) -> list[Slot]:
         """Refuse new checkouts, fail every waiter with PoolClosedError; the idle slots to

@@ -74,6 +74,7 @@ class Slot:
         "native",
         "number",
         "opened_at",
+        "pinged_at",
         "purge",
         "server",
         "step",
@@ -91,6 +92,9 @@ class Slot:
         self.opened_at = 0.0
         self.expires_at = 0.0
         self.last_used = 0.0
+        #: The upkeep's last keepalive ping (not a use: max_idle still counts from
+        #: last_used).
+        self.pinged_at = 0.0
         #: Until then, the connection may be lent again without asking the lifetime
         #: policy: min(expiry, last use + the policy's quiet period).
         self.fit_until = -math.inf
@@ -127,6 +131,7 @@ class Slot:
         self.identity = None
         self.server = None
         self.purge = False
+        self.pinged_at = 0.0
         return conn
 
     def __repr__(self) -> str:
