@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bench import login_storm
 from bench.results import IMPLS, SCENARIOS, Check, Measurements, scenario_label
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +128,8 @@ def write_docs(
     results: Sequence[Check],
     machine: Mapping[str, str],
     command: str,
+    storm: login_storm.Storm,
+    storm_results: Sequence[Check],
 ) -> None:
     """Regenerate docs/performance.rst, its chart, and the README's quoted ratios."""
     write_chart(m, micro)
@@ -139,9 +142,24 @@ def write_docs(
         micro=_list_table(["pool size", "us per checkout + checkin"], micro_rows),
         checks="\n".join(f"    {c.line()}" for c in results),
         hot="\n\n".join(_indent(text) for text in hot.values()),
+        storm=storm_section(storm, storm_results),
     )
     DOC.write_text(text)
-    _update_readme(results, machine)
+    _update_readme([*results, *storm_results], machine)
+
+
+def storm_section(storm: login_storm.Storm, results: Sequence[Check]) -> str:
+    """docs/performance.rst's "Login storm" section, figures included."""
+    if not storm:
+        figures = "Not measured in the run this page was written from."
+    else:
+        header, body = login_storm.rows(storm)
+        figures = _STORM_FIGURES.format(
+            rounds=storm.settings.get("rounds", "?"),
+            table=_list_table(header, body),
+            checks="\n".join(f"    {c.line()}" for c in results),
+        )
+    return _STORM.format(figures=figures.rstrip("\n")).rstrip("\n")
 
 
 def _indent(text: str) -> str:
@@ -180,7 +198,9 @@ on a pool of 8, and the same with strict
 first-come-first-served hand-off; a bare pool (a lock, a list, a ``with`` block)
 against the connection kept open, which is the floor of what any pool costs here; the
 pool's own cost at size 1000 against size 10; a pooled StartTLS search against opening
-a connection for it.
+a connection for it; in a login storm (8 threads checking 50 users' passwords, one in
+ten wrong), ``authenticate()`` against binding a connection kept open by hand, and the
+binds and new connections a check costs.
 
 ::
 
@@ -206,7 +226,7 @@ writes this page and its chart, and exits non-zero if a target is missed::
 
     {command}
 
-It takes about two and a half minutes, the first run included (that one also creates
+It takes about three minutes, the first run included (that one also creates
 ``.venv-bench-old/`` with ldappool 3.0.0 and python-ldap from PyPI).
 
 What is measured
@@ -347,6 +367,8 @@ Throughput with 32 threads varies more from burst to burst than with 8 (the midd
 of the pairs above): which threads run and which sleep is decided anew at every
 checkin, by the operating system.
 
+{storm}
+
 Pool only
 =========
 
@@ -356,4 +378,87 @@ as 50 different identities and every checkout reuses one. The cost must not grow
 the pool size:
 
 {micro}
+"""
+
+
+_STORM = """\
+Login storm
+===========
+
+Many users' passwords checked at once, some of them wrong (``bench/login_storm.py``
+runs the rounds, ``bench/storm_worker.py`` the contestants): 50 users, 8 threads, pools
+of size 8. Each thread goes through a fixed list of attempts, the same for every
+contestant: a user drawn at random (a fixed seed per thread), every tenth attempt with
+a wrong password. An attempt that ends otherwise than it should (a right password
+refused, a wrong one accepted, any exception) is an error.
+
+- **pre-bound (the limit)**: each thread has one connection of its own, opened and
+  bound before the timing, and binds it as each user in turn: ``simple_bind_s(dn,
+  password)`` (python-ldap); ldap3's ``bind()`` after setting ``user`` and ``password``
+  (``get_info=NONE``, ``TCP_NODELAY``). A wrong password is the bind's
+  ``INVALID_CREDENTIALS``.
+- **pre-bound + policy control** (python-ldap): the same, each bind carrying the
+  password policy request control, as ``authenticate()`` sends it: what the server's
+  work on that control costs.
+- **ldappool 4**: ``cm.authenticate(dn, password)`` with ``ConnectionManager(uri,
+  size=8, auth_size=8, driver=...)``, so that all 8 threads can check at once; and with
+  the default ``auth_size`` (4 of 8: the other half stays for ``connection()``),
+  python-ldap only. A wrong password raises ``InvalidCredentialsError``.
+- **ldappool 3.0.0**: the way its programs checked a password: ``with
+  cm.connection(dn, password): pass`` with ``ConnectionManager(uri, size=8)``, catching
+  ``ldap.INVALID_CREDENTIALS``; in its own venv and process, which has a limit of its
+  own to pair with. It logs each refused password with a traceback: formatted, then
+  thrown away.
+
+The contestants of one process take turns in bursts of 100 ms, in rotating order, 8
+turns per round and a new process per round; ratios are medians over the paired bursts,
+as above. Between two bursts, every thread stopped, the worker reads slapd's
+cn=Monitor over ldapi://, anonymously, on one connection it opened before its first
+reading and keeps: the Bind operations completed (``cn=Bind,cn=Operations``, read
+again until none is in flight) and the connections accepted (``monitorCounter`` of
+``cn=Total,cn=Connections``). The reader never binds and opens nothing more, and nothing
+else talks to slapd meanwhile, so what changed between two readings belongs to the
+contestant whose burst ran in between, exactly. **Binds per attempt** and **new
+connections per attempt**: those counts summed over the timed bursts of all rounds,
+divided by their attempts; setting up (the limit's connections) and a first, untimed
+burst (which opens the pools' connections) are left out. **Binds per wrong password**:
+the server cannot tell which of the concurrent attempts a bind was for, so after the
+mixed storm each contestant runs 2 more turns with wrong passwords only (the wrong
+storm): its binds there divided by its attempts there; its new connections likewise.
+In the mixed storm a wrong password can cost more (ldappool 3.0.0 first tries it on
+every idle connection, and drops each one it fails on), so the lines below add a lower
+bound for it there: the binds beyond one per right password, per wrong password. Where
+each attempt cost exactly one bind (1.000 binds per attempt), that is 1.000 too.
+
+{figures}
+
+Why ``authenticate()`` stays below the limit on python-ldap, from profiles made while
+writing this (steps taking turns in one process, as in ``bench/hot_path.py``): a bare
+pool (a lock, a list of 8 pre-bound connections, a ``with`` block) around the same
+``simple_bind_s`` measured 0.98 of the limit, so a pool can meet the target; ldappool 4
+measured 0.5-0.6. Per check it costs slapd about 20 us more CPU (slapd 2.5 spends that
+on a bind carrying any request control, here the password policy one, although the
+policy overlay is not loaded), and the client about 30 us more (one thread, cold
+caches): ~11 us in the driver's ``check_password`` (three calls into libldap where
+``simple_bind_s`` makes two, each taking python-ldap's lock and releasing the GIL), ~15
+us in the gate and the checkout (four takes of the pool's lock, and a waiter with a
+lock of its own even when the gate is open), ~3 us in the manager, ~16 us more for a
+refused password (its exception, also the driver's class, is built). With 8 threads
+sharing 2 cores with slapd, all of it comes off the throughput.
+
+Alone, about 30 seconds (prints the table and these lines, writes
+``bench/results/storm-*.json``, leaves this page alone)::
+
+    python -m bench.run --only login-storm
+"""
+
+_STORM_FIGURES = """\
+Medians of {rounds} rounds for attempts per second (``err``: errors in all rounds);
+exact counts over all rounds for the rest:
+
+{table}
+
+Targets: ``make bench`` exits 1 if a ``FAIL`` line is among them::
+
+{checks}
 """

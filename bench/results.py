@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 DRIVERS = ("python-ldap", "ldap3")
 #: (StartTLS, threads, pool size), in table order.
@@ -97,12 +97,15 @@ class Measurements:
 
 @dataclass(frozen=True)
 class Check:
-    """One target: a measured ratio against a limit; ``limit`` None is information only."""
+    """One target: a measured value against a limit; ``limit`` None is information only.
+
+    ``relation``: how the value must stand to the limit (``==`` is exact: counts).
+    """
 
     name: str
     value: float | None
     limit: float | None = None
-    at_most: bool = False
+    relation: Literal[">=", "<=", "<", "=="] = ">="
     note: str = ""
 
     @property
@@ -111,7 +114,13 @@ class Check:
             return None
         if self.value is None:
             return False
-        return self.value <= self.limit if self.at_most else self.value >= self.limit
+        value, limit = self.value, self.limit
+        return {
+            ">=": value >= limit,
+            "<=": value <= limit,
+            "<": value < limit,
+            "==": value == limit,
+        }[self.relation]
 
     def figure(self) -> str:
         """The measurement alone, without target or verdict (the README's form)."""
@@ -122,7 +131,7 @@ class Check:
     def line(self) -> str:
         status = {True: "PASS", False: "FAIL", None: "INFO"}[self.passed]
         value = "not measured" if self.value is None else f"{self.value:.3f}"
-        bound = "" if self.limit is None else f" ({'<=' if self.at_most else '>='} {self.limit})"
+        bound = "" if self.limit is None else f" ({self.relation} {self.limit})"
         note = f"; {self.note}" if self.note else ""
         return f"{status}  {self.name}: {value}{bound}{note}"
 
@@ -192,7 +201,7 @@ def checks(m: Measurements, micro: Mapping[int, float]) -> list[Check]:
             f"pool-only checkout + checkin, size {large} / size {small}",
             micro[large] / micro[small] if micro else None,
             1.2,
-            at_most=True,
+            relation="<=",
             note=f"{micro[small] / 1000:.2f} us vs {micro[large] / 1000:.2f} us" if micro else "",
         )
     )

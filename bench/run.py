@@ -8,6 +8,8 @@ one process (their ratios are the targets); for each driver, no pool at all (its
 process: opening a connection per operation keeps slapd busy after the burst, which
 would fall on whatever runs next); and the old ldappool 3.0.0, in its own venv.
 Medians over the rounds go in the table; ratios are medians over paired bursts.
+Then the login storm (``bench/login_storm.py``; ``--only login-storm`` runs it alone)
+and the hot path, step by step.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from tests.integration.harness import Slapd
 
-from bench import hot_path, pool_micro, report
+from bench import hot_path, login_storm, pool_micro, report
 from bench.oldvenv import old_python
 from bench.results import DRIVERS, SCENARIOS, Measurements, checks
 
@@ -111,9 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render", type=Path, metavar="JSON", help="only rewrite the docs from a saved run"
     )
+    parser.add_argument(
+        "--only",
+        choices=("login-storm",),
+        help="run this part alone: print it, save it, leave docs/ and README alone",
+    )
+    parser.add_argument("--storm-rounds", type=int, default=3, help="rounds of the login storm")
     args = parser.parse_args(argv)
     if args.render is not None:
         return render(args.render)
+    if args.only == "login-storm":
+        return storm_only(args)
     began = time.monotonic()
 
     old = None if args.no_old else old_python()
@@ -123,22 +133,28 @@ def main(argv: list[str] | None = None) -> int:
     with Slapd() as slapd:
         print(f"server benchmark: {args.rounds} rounds of {len(SCENARIOS)} scenarios...")
         records, versions = measure_server(slapd, old, args.rounds, args.seconds)
+        print(f"login storm: {args.storm_rounds} rounds...", flush=True)
+        storm_saved, _ = login_storm.measure(slapd, old, args.storm_rounds)
         print("hot path, step by step...", flush=True)
         for driver in DRIVERS:
             steps, per_turn = hot_path.breakdown(slapd, driver, args.hot_rounds)
             hot[driver] = hot_path.table(driver, args.hot_rounds, per_turn, steps)
 
     measured = Measurements(records)
+    storm = login_storm.Storm(storm_saved)
     results = checks(measured, micro)
+    storm_results = login_storm.checks(storm)
     machine = report.machine(versions)
     print()
     print(report.text_table(measured))
+    print()
+    print(login_storm.text_table(storm))
     print()
     print(report.micro_table(micro))
     print()
     for text in hot.values():
         print(text, end="\n\n")
-    for check in results:
+    for check in [*results, *storm_results]:
         print(check.line())
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -151,12 +167,42 @@ def main(argv: list[str] | None = None) -> int:
         "micro_ns": micro,
         "hot_path": hot,
         "records": records,
-        "checks": [c.line() for c in results],
+        "login_storm": storm_saved,
+        "checks": [c.line() for c in [*results, *storm_results]],
     }
     out = RESULTS / f"bench-{stamp}.json"
     out.write_text(json.dumps(payload, indent=1))
     if not args.no_docs:
-        report.write_docs(measured, micro, hot, results, machine, COMMAND)
+        report.write_docs(measured, micro, hot, results, machine, COMMAND, storm, storm_results)
+    failed = [c for c in [*results, *storm_results] if c.passed is False]
+    print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
+    print(f"{len(failed)} target(s) failed" if failed else "all targets met")
+    return 1 if failed else 0
+
+
+def storm_only(args: argparse.Namespace) -> int:
+    """The login storm alone: print its table and lines, save its records."""
+    began = time.monotonic()
+    old = None if args.no_old else old_python()
+    with Slapd() as slapd:
+        print(f"login storm: {args.storm_rounds} rounds...", flush=True)
+        storm_saved, versions = login_storm.measure(slapd, old, args.storm_rounds)
+    storm = login_storm.Storm(storm_saved)
+    results = login_storm.checks(storm)
+    print()
+    print(login_storm.text_table(storm))
+    print()
+    for check in results:
+        print(check.line())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": report.machine(versions),
+        "command": "python -m bench.run --only login-storm",
+        "login_storm": storm_saved,
+        "checks": [c.line() for c in results],
+    }
+    out = RESULTS / f"storm-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(payload, indent=1))
     failed = [c for c in results if c.passed is False]
     print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
     print(f"{len(failed)} target(s) failed" if failed else "all targets met")
@@ -164,15 +210,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(saved: Path) -> int:
-    """Rewrite docs/performance.rst, its chart and the README block from a results file."""
+    """Rewrite docs/performance.rst, its chart and the README block from a results file
+    of a whole run (``bench-*.json``; one without the login storm says so)."""
     payload = json.loads(saved.read_text())
     micro = {int(size): ns for size, ns in payload["micro_ns"].items()}
     measured = Measurements(payload["records"])
+    storm = login_storm.Storm(payload.get("login_storm"))
     results = checks(measured, micro)
+    storm_results = login_storm.checks(storm)
     report.write_docs(
-        measured, micro, payload["hot_path"], results, payload["machine"], payload["command"]
+        measured,
+        micro,
+        payload["hot_path"],
+        results,
+        payload["machine"],
+        payload["command"],
+        storm,
+        storm_results,
     )
-    return 1 if any(c.passed is False for c in results) else 0
+    return 1 if any(c.passed is False for c in [*results, *storm_results]) else 0
 
 
 if __name__ == "__main__":
