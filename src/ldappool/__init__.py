@@ -45,6 +45,7 @@ from ldappool._stats import Stats
 if _typing.TYPE_CHECKING:
     from ldappool._drivers.ldap3 import Ldap3Driver
     from ldappool._drivers.python_ldap import PythonLdapDriver, StateConnector
+    from ldappool._otel import OpenTelemetryMetrics
 
 __version__ = "4.0.0.dev0"
 
@@ -70,6 +71,7 @@ __all__ = [
     "Ldap3Driver",
     "LifetimePolicy",
     "MaxConnectionReachedError",
+    "OpenTelemetryMetrics",
     "Owner",
     "PasswordExpiredError",
     "PasswordPolicy",
@@ -95,13 +97,31 @@ _LAZY = {
     "Ldap3Driver": ("ldap3", "ldappool._drivers.ldap3"),
 }
 
+#: Public names that need an optional package, imported on first use:
+#: name -> (extra, the package's import name, distribution, module).
+_OPTIONAL = {
+    "OpenTelemetryMetrics": ("otel", "opentelemetry", "opentelemetry-api", "ldappool._otel"),
+}
+
 
 def __getattr__(name: str) -> _typing.Any:
-    """``ldappool.StateConnector`` (as in 3.x) and the driver classes, on first use."""
+    """``ldappool.StateConnector`` (as in 3.x), the driver classes and the optional
+    ``OpenTelemetryMetrics``, on first use."""
     if name in _LAZY:
         driver, module_name = _LAZY[name]
         _resolve(driver)  # DriverNotInstalledError naming the extra, if missing
         module = _importlib.import_module(module_name)
+        return getattr(module, name)
+    if name in _OPTIONAL:
+        extra, package, distribution, module_name = _OPTIONAL[name]
+        try:
+            module = _importlib.import_module(module_name)
+        except ImportError as exc:
+            if exc.name is None or exc.name.split(".")[0] != package:
+                raise
+            hint = f"pip install 'ldappool[{extra}]'"
+            message = f"ldappool.{name} needs the {distribution} package: {hint}"
+            raise ModuleNotFoundError(message, name=exc.name) from exc
         return getattr(module, name)
     raise AttributeError(f"module 'ldappool' has no attribute {name!r}")
 
