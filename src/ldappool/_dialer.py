@@ -93,20 +93,15 @@ class Dialer:
         return self._run(attempt, credentials.who)
 
     def open_unbound(self) -> tuple[Connection, Server]:
-        """Connect without binding, for password checks; one round trip (WhoAmI) proves
-        the server answers, so that the check's bind is sent on a working connection.
-
-        Any answer will do, a refusal included: it is the server answering.
-        """
+        """Connect without binding, for password checks. One round trip, reading which
+        controls the server supports (the check sends the policy control only where it
+        is known), proves that it answers: the check's bind is then sent on a working
+        connection."""
 
         def attempt(server: Server) -> Connection:
             conn = self.driver.connect(server, self.settings)
             try:
-                conn.ping()
-            except Exception as exc:
-                if self.driver.classify(exc).transient:
-                    conn.close()
-                    raise
+                conn.supported_controls()
             except BaseException:
                 conn.close()
                 raise

@@ -208,7 +208,8 @@ class Connection(Protocol):
 
     def check_password(self, who: str, cred: str) -> BindAnswer:
         """Simple bind as ``who`` with the password policy request control (not
-        critical): one bind request, never repeated.
+        critical; left out once :meth:`supported_controls` said the server does not
+        know it): one bind request, never repeated.
 
         A server's refusal (wrong password, locked account...) is returned, with the
         policy answer if the server sent one; transport errors (DOWN, TIMEOUT) are
@@ -218,6 +219,15 @@ class Connection(Protocol):
 
     def sasl_bind(self, sasl: Sasl) -> None:
         """SASL bind; raises the driver's exception when refused. Keeps no secret."""
+
+    def supported_controls(self) -> frozenset[str] | None:
+        """The root DSE's ``supportedControl``: one round trip, a search (never a bind).
+
+        None when the server would not say (the read was refused). The connection keeps
+        the answer: :meth:`check_password` sends the policy control only to a server
+        that lists it, or that would not say. Transport errors are raised. The pool uses
+        it as the first round trip of a connection opened for password checks.
+        """
 
     def looks_alive(self) -> bool:
         """False if the server has closed (or reset) this idle connection.

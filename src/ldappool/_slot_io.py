@@ -15,9 +15,10 @@ from ldappool._clock import Clock
 from ldappool._core.machine import PoolMachine
 from ldappool._core.slots import Slot, Step
 from ldappool._dialer import Dialer, bind
+from ldappool._errors import LDAPPoolError
 from ldappool._events import Event, EventKind
 from ldappool._identity import PASSWORD_CHECKS, Credentials
-from ldappool._port import BindAnswer, Connection, ErrorKind
+from ldappool._port import Connection, ErrorKind, Server
 
 __all__ = ["SlotIO", "SlotOwner"]
 
@@ -99,26 +100,18 @@ class SlotIO:
             self._machine.rebound(slot)
         return True
 
-    def check_password(self, slot: Slot, who: str, cred: str) -> BindAnswer:
-        """Bind the slot's connection as ``who``: one bind request, never repeated.
-
-        A refusal is the answer, returned. Anything else (the connection lost, no answer
-        in time) raises BackendError: the bind may have reached the server and counted
-        as a failed attempt, so it is neither retried nor sent elsewhere.
-        """
-        conn = slot.conn
-        assert conn is not None
-        try:
-            return conn.check_password(who, cred)
-        except Exception as exc:
-            kind = self._classify(exc)
-            raise self._dialer.error(
-                kind if kind.transient else ErrorKind.DOWN,
-                f"the password check of {who!r} on {slot.server} got no answer ({exc!r}); "
-                "not retried, as the server may have counted it",
-                slot.server,
-                exc,
-            ) from exc
+    def unanswered(self, server: Server | None, who: str, exc: Exception) -> LDAPPoolError:
+        """The error for a password check that got no answer (the connection lost, no
+        answer in time): BackendError. The bind may have reached the server and counted
+        as a failed attempt, so it is neither retried nor sent elsewhere."""
+        kind = self._classify(exc)
+        return self._dialer.error(
+            kind if kind.transient else ErrorKind.DOWN,
+            f"the password check of {who!r} on {server} got no answer ({exc!r}); "
+            "not retried, as the server may have counted it",
+            server,
+            exc,
+        )
 
     def _discard(self, slot: Slot, reason: str | None) -> Step:
         """Close the slot's connection (``reason``: why, as a counter) and go on to OPEN."""

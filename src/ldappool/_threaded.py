@@ -235,21 +235,6 @@ class ThreadedPool:
         who = credentials.who if credentials is not None else None
         self._emit(EventKind.CHECKED_IN, slot, who, now - slot.lent_at)
 
-    def _settle(
-        self, slot: Slot, *, lost: bool, changed: bool, error: BaseException | None
-    ) -> None:
-        """A checkin of the pool's own (a password check's slot)."""
-        conn = slot.conn
-        now = self._now()
-        if self._origins:
-            self._warn_at_checkin(slot, now)
-        if self._events.listeners:
-            self._checked_in(slot, now)
-        with self._lock:
-            step = self._return(slot, now, lost, changed)
-        if step is not _KEEP:
-            self._carry_out(slot, conn, step, error)
-
     def _carry_out(
         self, slot: Slot, conn: Connection | None, step: Step, lost: BaseException | None
     ) -> None:
@@ -317,27 +302,62 @@ class ThreadedPool:
         At most the gate's limit of checks run at once (see :mod:`ldappool._core.gate`);
         waiting for the gate and then for a slot takes ``pool_timeout`` in all. A
         refused password leaves the connection in service; a bind that got no answer
-        raises BackendError and the connection is closed.
+        raises BackendError and the connection is closed. The common case (room at the
+        gate, a kept connection whose socket looks fine) takes the lock twice: once to
+        pass the gate with a slot, once to give both back.
         """
-        deadline = self._deadline()
-        waiter = _ThreadWaiter(PASSWORD_CHECKS, self._now())
+        now = self._now()
         with self._lock:
-            passed = self._machine.enter_gate(waiter)
+            passed, slot = self._machine.begin_check(now)
+            if not passed:
+                waiter = _ThreadWaiter(PASSWORD_CHECKS, now)
+                self._machine.queue_gate(waiter)
+        deadline = math.nan
         if not passed:
+            deadline = self._deadline()
             self._wait_at_gate(waiter, deadline)
         try:
-            slot = self.checkout(PASSWORD_CHECKS, deadline)
-            server = slot.server
-            try:
-                answer = self._io.check_password(slot, who, cred)
-            except BaseException:
-                self._settle(slot, lost=True, changed=False, error=None)
-                raise
-            self._settle(slot, lost=False, changed=False, error=None)
-            return answer, server
-        finally:
+            if slot is None:
+                slot = self.checkout(PASSWORD_CHECKS, deadline)
+            else:
+                conn = slot.conn
+                if (
+                    slot.step is not _LEND
+                    or conn is None
+                    or not conn.looks_alive()
+                    or self.warn_held_after is not None
+                ):
+                    slot = self._prepare(slot, PASSWORD_CHECKS)
+                if self._events.listeners:
+                    self._emit(EventKind.CHECKED_OUT, slot, None, self._now() - now)
+        except BaseException:
             with self._lock:
                 self._machine.leave_gate()
+            raise
+        server, conn = slot.server, slot.conn
+        assert conn is not None
+        try:
+            answer = conn.check_password(who, cred)
+        except BaseException as exc:
+            self._end_check(slot, lost=True)
+            if isinstance(exc, Exception):
+                raise self._io.unanswered(server, who, exc) from exc
+            raise
+        self._end_check(slot, lost=False)
+        return answer, server
+
+    def _end_check(self, slot: Slot, *, lost: bool) -> None:
+        """Check a password check's slot in and leave the gate, under one lock hold."""
+        conn = slot.conn
+        now = self._now()
+        if self._origins:
+            self._warn_at_checkin(slot, now)
+        if self._events.listeners:
+            self._checked_in(slot, now)
+        with self._lock:
+            step = self._machine.end_check(slot, now, lost=lost)
+        if step is not _KEEP:
+            self._carry_out(slot, conn, step, None)
 
     def _wait_at_gate(self, waiter: _ThreadWaiter, deadline: float) -> None:
         """Sleep until the gate lets this password check in, or time is up."""

@@ -48,6 +48,9 @@ class FakeServer:
     sasl: dict[tuple[str, str | None], str] = attrs.field(factory=dict)
     #: Lose the connection after receiving a password check's bind (no answer comes).
     drop_checks: bool = False
+    #: The root DSE's supportedControl (None: the server would not say), and its reads.
+    controls: frozenset[str] | None = None
+    probes: int = 0
     up: bool = True
     timeout: bool = False
     live: int = 0
@@ -140,6 +143,13 @@ class FakeConnection:
             return BindAnswer(FakeInvalidCredentials(who), policy)
         self.bound_as = who
         return BindAnswer(None, policy)
+
+    def supported_controls(self) -> frozenset[str] | None:
+        with self.server.lock:
+            self.server.probes += 1
+        if self.dropped or not self.server.up:
+            raise FakeDown("search on a lost connection")
+        return self.server.controls
 
     def sasl_bind(self, sasl: Sasl) -> None:
         with self.server.lock:

@@ -212,6 +212,31 @@ class PoolMachine:
         self.counts.waits += 1
         return False
 
+    def begin_check(self, now: float) -> tuple[bool, Slot | None]:
+        """A password check asks to start, in one step: ``(True, slot)`` past the gate
+        with a slot lent to ``PASSWORD_CHECKS`` (its ``step`` says what to do first);
+        ``(True, None)`` past the gate but the pool is full (check out as usual);
+        ``(False, None)`` the gate is full: queue a waiter with :meth:`queue_gate`."""
+        if self.closed:
+            raise PoolClosedError("this ConnectionManager is closed")
+        gate = self._gate
+        if gate.inside < gate.limit and not gate.waiters:
+            gate.inside += 1
+            return True, self.request(PASSWORD_CHECKS, now)
+        return False, None
+
+    def queue_gate(self, waiter: Waiter) -> None:
+        """Queue a password check behind the gate (after ``begin_check`` said so)."""
+        self._gate.waiters.append(waiter)
+        self.counts.waits += 1
+
+    def end_check(self, slot: Slot, now: float, *, lost: bool) -> Step:
+        """A password check is done: its slot checked in (CLOSE if the answer was lost)
+        and its place at the gate passed on."""
+        step = self.checkin(slot, now, lost)
+        self.leave_gate()
+        return step
+
     def at_gate(self, waiter: Waiter, *, timed_out: bool) -> bool:
         """A queued password check woke up (or its time ran out): True once let in.
 
@@ -510,8 +535,10 @@ class PoolMachine:
     def refill(self, credentials: Credentials, now: float) -> Slot | None:
         """A slot to OPEN for ``credentials`` while fewer than ``min_size`` connections are
         open and nobody waits (it is lent to the upkeep: check it in once opened), or None."""
-        if self.closed or self._waiters or len(self._slots) - len(self._empty) >= min(
-            self.min_size, self.size
+        if (
+            self.closed
+            or self._waiters
+            or len(self._slots) - len(self._empty) >= min(self.min_size, self.size)
         ):
             return None
         slot = self._take_other()

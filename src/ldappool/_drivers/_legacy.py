@@ -115,6 +115,15 @@ class LegacyConnection:
             "SimpleLDAPObject subclass) as connector_cls"
         )
 
+    def supported_controls(self) -> None:
+        """A 3.x connector sends no controls: a WhoAmI (when it has one) proves the
+        server answers, and the answer is "would not say"."""
+        try:
+            self.ping()
+        except Exception as error:
+            if self._classify(error).transient:
+                raise
+
     def looks_alive(self) -> bool:
         """No socket to look at: alive unless it says it is not connected."""
         return not self._closed and getattr(self._native, "connected", True) is not False

@@ -97,6 +97,8 @@ class Ldap3Connection:
         self._read_server_info = read_server_info
         # The socket last looked at, and its probe: made once per socket.
         self._watched: Any = None
+        #: What a password check sends (None: no control; see supported_controls).
+        self._bind_controls: list[tuple[str, bool, None]] | None = [(PPOLICY_OID, False, None)]
         self._alive: Callable[[], bool] = dead
 
     def __repr__(self) -> str:
@@ -144,9 +146,7 @@ class Ldap3Connection:
         refusal: Exception | None = None
         try:
             bound = ldap3.Connection.bind(
-                native,
-                read_server_info=self._read_server_info,
-                controls=[(PPOLICY_OID, False, None)],
+                native, read_server_info=self._read_server_info, controls=self._bind_controls
             )
             if bound is not True:
                 refusal = _result_error(native, "bind failed")
@@ -160,6 +160,30 @@ class Ldap3Connection:
         if refusal is None and native._connection_time is None:
             native._connection_time = time.time()
         return BindAnswer(refusal=refusal, policy=_policy(native.result))
+
+    def supported_controls(self) -> frozenset[str] | None:
+        """The root DSE's supportedControl (a base search; None if refused); the policy
+        control is sent from now on only if it is listed, or the server would not say."""
+        native = self._native
+        controls: frozenset[str] | None = None
+        try:
+            ldap3.Connection.search(
+                native, "", "(objectClass=*)", ldap3.BASE, attributes=["supportedControl"]
+            )
+        except lx.LDAPException as error:
+            if self._driver.classify(error).transient:
+                raise
+        else:
+            result = native.result
+            if isinstance(result, dict) and result.get("result") == 0:
+                controls = frozenset()
+                for entry in native.response or ():
+                    for name, values in (entry.get("raw_attributes") or {}).items():
+                        if name.lower() == "supportedcontrol":
+                            controls = frozenset(v.decode("ascii", "replace") for v in values)
+        listed = controls is None or PPOLICY_OID in controls
+        self._bind_controls = [(PPOLICY_OID, False, None)] if listed else None
+        return controls
 
     def sasl_bind(self, sasl: Sasl) -> None:
         """SASL bind with ldap3's own mechanisms; raises when refused.

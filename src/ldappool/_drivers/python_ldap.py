@@ -58,7 +58,10 @@ _NATIVE_ERRORS: dict[ErrorKind, type[Exception]] = {
     ErrorKind.OTHER: ldap.LDAPError,
 }
 # The password policy request control: not critical, no value. Immutable once built.
-_PPOLICY_REQUEST = ldap.controls.RequestControl(PPOLICY_OID, False)
+#: The password policy request control as libldap takes it (criticality False, no value).
+_PPOLICY_TUPLES = [(PPOLICY_OID, False, None)]
+#: A successful check that came back without any response control.
+_BOUND = BindAnswer()
 # SASL mechanisms driven through libsasl's callbacks with a user name and a secret (and
 # an optional authorization identity); EXTERNAL and GSSAPI take only the latter.
 _SECRET_MECHANISMS = frozenset(
@@ -79,6 +82,8 @@ class PythonLdapConnection:
         self._closed = False
         self._fd = -1  # the socket last seen; -1 before the first operation
         self._watching: SocketWatch | None = None
+        #: What a password check sends (None: no control; see supported_controls).
+        self._bind_controls: list[tuple[str, bool, None]] | None = _PPOLICY_TUPLES
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -108,27 +113,53 @@ class PythonLdapConnection:
         """
         native = self._native
         state = native.__dict__
+        call = native._ldap_call
         try:
-            msgid = native.simple_bind(who, cred, [_PPOLICY_REQUEST])
-            answer = native._ldap_call(native._l.result4, msgid, 1, native.timeout, 0, 0, 0)
+            # The base's simple_bind without its detours: StateConnector's marks a
+            # holder's bind (cleared below anyway) and converts the controls each time.
+            msgid = call(native._l.simple_bind, who, cred, self._bind_controls, None)
+            answer = call(native._l.result4, msgid, 1, native.timeout, 0, 0, 0)
             if answer[0] is None:  # a zero timeout set by hand polls: no answer yet
                 state["_ldappool_lost"] = True  # the answer may still come
                 raise ldap.TIMEOUT({"desc": "Timed out", "msgid": msgid})
         except ldap.LDAPError as error:
             if self._driver.classify(error).transient:
-                raise  # simple_bind flagged the identity (or _ldap_call the loss)
+                state["_ldappool_rebound"] = True  # as simple_bind would have noted
+                raise
             details = error.args[0] if error.args else None
             controls = details.get("ctrls") if isinstance(details, dict) else None
             # RFC 4511 4.2.2: a refused bind leaves the connection anonymous.
             state["who"], state["_ldappool_rebound"] = None, False
-            self._watch(native.get_option(ldap.OPT_DESC))
+            if self._watching is None:
+                self._watch(native.get_option(ldap.OPT_DESC))
             return BindAnswer(refusal=error, policy=_policy(controls))
         state["_ldappool_rebound"] = False  # the pool's bind, not the holder's
         state["connected"], state["who"] = True, who
         if state["_connection_time"] is None:
             state["_connection_time"] = time.time()
-        self._watch(native.get_option(ldap.OPT_DESC))
-        return BindAnswer(policy=_policy(answer[3]))
+        if self._watching is None:  # libldap only changes the socket after SERVER_DOWN
+            self._watch(native.get_option(ldap.OPT_DESC))
+        controls = answer[3]
+        return BindAnswer(policy=_policy(controls)) if controls else _BOUND
+
+    def supported_controls(self) -> frozenset[str] | None:
+        """The root DSE's supportedControl (a base search; None if refused); the policy
+        control is sent from now on only if it is listed, or the server would not say."""
+        try:
+            found = BASE.search_ext_s(
+                self._native, "", ldap.SCOPE_BASE, "(objectClass=*)", ["supportedControl"]
+            )
+        except ldap.LDAPError as error:
+            if self._driver.classify(error).transient:
+                raise
+            controls = None
+        else:
+            controls = _listed(found[0][1] if found else None)
+        self._watch(self._native.get_option(ldap.OPT_DESC))
+        self._bind_controls = (
+            _PPOLICY_TUPLES if controls is None or PPOLICY_OID in controls else None
+        )
+        return controls
 
     def sasl_bind(self, sasl: Sasl) -> None:
         """SASL bind through libsasl (``sasl_interactive_bind_s``); raises when refused.
@@ -493,3 +524,13 @@ def _errno(error: BaseException) -> int | None:
     details = error.args[0] if error.args else None
     value = details.get("errno") if isinstance(details, dict) else None
     return value if isinstance(value, int) else None
+
+
+def _listed(attributes: object) -> frozenset[str]:
+    """supportedControl's values from a search result's attributes (any case)."""
+    if not isinstance(attributes, dict):
+        return frozenset()
+    for name, values in attributes.items():
+        if name.lower() == "supportedcontrol":
+            return frozenset(v.decode("ascii", "replace") for v in values)
+    return frozenset()
