@@ -340,8 +340,9 @@ class ConnectionManager:
         AccountLockedError, PasswordExpiredError) when refused, at once for an empty
         password or DN; BackendError, MaxConnectionReachedError, PoolClosedError.
         """
-        dn = _required_str("dn", dn)
-        password = _required_str("password", password)
+        if not (isinstance(dn, str) and isinstance(password, str)):
+            _required_str("dn", dn)
+            _required_str("password", password)
         if not dn or not password:
             raise self._unauthenticated(dn)
         answer, server = self._pool.authenticate(dn, password)
@@ -349,7 +350,7 @@ class ConnectionManager:
             raise self._dialer.password_refusal(
                 answer.refusal, answer.policy, server, dn
             ) from answer.refusal
-        return AuthResult(dn, str(server) if server else None, answer.policy or PasswordPolicy())
+        return AuthResult(dn, server.uri if server else None, answer.policy or _NO_POLICY)
 
     def _unauthenticated(self, who: str | None) -> LDAPPoolError:
         return self._dialer.error(
@@ -448,6 +449,10 @@ def _timeout(value: object) -> float | None:
 
 def _pool_timeout(value: object) -> float | None:
     return check_number("pool_timeout", value, allow_none=True)
+
+
+#: The answer of a server that sent no password policy control.
+_NO_POLICY = PasswordPolicy()
 
 
 def _auth_size(value: object, size: int) -> int | None:
