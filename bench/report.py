@@ -207,7 +207,8 @@ binds and new connections a check costs.
 {checks}
 
 Full table, chart, method and where the time goes (the python-ldap 1-thread target
-sits at that floor on this machine): ``docs/performance.rst``.
+is the floor of a bare pool, and this machine's run-to-run spread is wider than the
+gap): ``docs/performance.rst``.
 
 {end}
 """
