@@ -365,7 +365,7 @@ class ConnectionManager:
         """Call ``listener(event)`` for each :class:`~ldappool.Event` from now on.
 
         It runs in the thread where the event happened, never under the pool's lock;
-        if it raises, the error is logged and the pool goes on. See :doc:`events`.
+        if it raises, the error is logged and the pool goes on. See :doc:`operations`.
         """
         self._events.add(listener)
 
