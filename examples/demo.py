@@ -19,30 +19,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.int
 
 from tests.integration.harness import Slapd, search
 
-from ldappool import ConnectionManager
+from ldappool import ConnectionManager, InvalidCredentialsError
 
 THREADS, SIZE, ROUNDS = 16, 4, 50
 
 
 def workload(cm: ConnectionManager, server: Slapd) -> tuple[int, float]:
-    """THREADS threads, each doing ROUNDS searches as three identities in turn."""
-    alice, bob = server.users["alice"], server.users["bob"]
-    identities: list[tuple[str | None, str | None]] = [
-        (None, None),  # the manager's default: the service account
-        (alice.dn, alice.password),
-        (bob.dn, bob.password),
-    ]
+    """THREADS threads, each doing ROUNDS service searches (the manager's identity) and
+    ROUNDS logins (alice's and bob's passwords checked with authenticate(), one in five
+    wrong)."""
+    users = [server.users["alice"], server.users["bob"]]
     done: list[int] = []
     errors: list[BaseException] = []
 
     def run(n: int) -> None:
         try:
             for i in range(ROUNDS):
-                who, pw = identities[(n + i) % len(identities)]
-                with cm.connection(who, pw) as conn:
+                with cm.connection() as conn:
                     found = search(conn, server.people_dn, "(uid=carol)")
                     assert found == [server.users["carol"].dn], found
-            done.append(ROUNDS)
+                user = users[(n + i) % len(users)]
+                wrong = (n + i) % 5 == 0
+                try:
+                    cm.authenticate(user.dn, "not it" if wrong else user.password)
+                except InvalidCredentialsError:
+                    assert wrong
+                else:
+                    assert not wrong
+            done.append(2 * ROUNDS)
         except BaseException as exc:
             errors.append(exc)
 
@@ -82,14 +86,15 @@ def main() -> None:
             ) as cm:
                 ops, seconds = workload(cm, server)
                 print(
-                    f"== {driver}: {ops} searches by {THREADS} threads through a pool of "
-                    f"{SIZE}, {ops / seconds:,.0f} searches/s"
+                    f"== {driver}: {ops} searches and password checks by {THREADS} threads "
+                    f"through a pool of {SIZE}, {ops / seconds:,.0f} operations/s"
                 )
                 print(cm)
                 stats = cm.stats()
                 print(
                     f"stats: opened={stats.opened} reused={stats.reused} "
-                    f"rebinds={stats.rebinds} waits={stats.waits} "
+                    f"rebinds={stats.rebinds} password_checks={stats.password_checks} "
+                    f"invalid_credentials={stats.invalid_credentials} waits={stats.waits} "
                     f"wait_timeouts={stats.wait_timeouts} closed={stats.closed}\n"
                 )
                 pooled = per_search(cm, server)
