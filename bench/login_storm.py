@@ -26,7 +26,7 @@ from typing import Any
 
 from tests.integration.harness import Slapd
 
-from bench.results import Check
+from bench.results import Check, errors_note, spread_note
 from bench.storm_worker import credentials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,17 +219,7 @@ class Storm:
 
 
 def _spread(storm: Storm, a: Cell, b: Cell) -> str:
-    pairs = storm.pairs(a, b)
-    if len(pairs) < 4:
-        return f"{len(pairs)} paired bursts"
-    q1, _, q3 = statistics.quantiles(pairs, n=4)
-    return f"{len(pairs)} paired bursts, middle half {q1:.3f}-{q3:.3f}"
-
-
-def _errors_note(found: Mapping[str, int]) -> str:
-    if not found:
-        return "0 errors"
-    return ", ".join(f"{count} {kind}" for kind, count in sorted(found.items()))
+    return spread_note(storm.pairs(a, b))
 
 
 def checks(storm: Storm) -> list[Check]:
@@ -248,7 +238,7 @@ def checks(storm: Storm) -> list[Check]:
                 f"login storm: authenticate() / pre-bound bind, {name}, 8 threads",
                 None if errors else storm.ratio(cell, limit_cell),
                 limit,
-                note=f"{_errors_note(errors)}; {_spread(storm, cell, limit_cell)}",
+                note=f"{errors_note(errors)}; {_spread(storm, cell, limit_cell)}",
             )
         )
     found.append(
@@ -263,7 +253,7 @@ def checks(storm: Storm) -> list[Check]:
             Check(
                 "login storm: ldappool 3.0.0 / pre-bound bind, python-ldap, 8 threads",
                 storm.ratio(OLD, OLD_LIMIT),
-                note=f"{_errors_note(storm.errors(OLD))}; {_spread(storm, OLD, OLD_LIMIT)}",
+                note=f"{errors_note(storm.errors(OLD))}; {_spread(storm, OLD, OLD_LIMIT)}",
             )
         )
     cells = [

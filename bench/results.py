@@ -138,14 +138,18 @@ class Check:
 
 def _spread(m: Measurements, a: Cell, b: Cell) -> str:
     """How many paired bursts a ratio stands on, and their middle half."""
-    pairs = m.pairs(a, b)
+    return spread_note(m.pairs(a, b))
+
+
+def spread_note(pairs: Sequence[float]) -> str:
+    """How many paired bursts a ratio stands on, and their middle half."""
     if len(pairs) < 4:
         return f"{len(pairs)} paired bursts"
     q1, _, q3 = statistics.quantiles(pairs, n=4)
     return f"{len(pairs)} paired bursts, middle half {q1:.3f}-{q3:.3f}"
 
 
-def _errors_note(found: Mapping[str, int]) -> str:
+def errors_note(found: Mapping[str, int]) -> str:
     if not found:
         return "0 errors"
     return ", ".join(f"{count} {kind}" for kind, count in sorted(found.items()))
@@ -173,7 +177,7 @@ def checks(m: Measurements, micro: Mapping[int, float]) -> list[Check]:
                 f"32 threads / 8 threads on size 8, {driver}, plain",
                 None if errors else m.ratio(many, few),
                 0.95,
-                note=f"{_errors_note(errors)}; {_spread(m, many, few)}",
+                note=f"{errors_note(errors)}; {_spread(m, many, few)}",
             )
         )
     for driver in DRIVERS:
@@ -182,7 +186,7 @@ def checks(m: Measurements, micro: Mapping[int, float]) -> list[Check]:
             Check(
                 f"strict FIFO hand-off: 32 threads / 8 threads on size 8, {driver}, plain",
                 m.ratio(many, few),
-                note=f"{_errors_note(m.errors(*many))}; {_spread(m, many, few)}",
+                note=f"{errors_note(m.errors(*many))}; {_spread(m, many, few)}",
             )
         )
     for driver in DRIVERS:
@@ -218,7 +222,7 @@ def checks(m: Measurements, micro: Mapping[int, float]) -> list[Check]:
             Check(
                 "ldappool 3.0.0: 32 threads / 8 threads on size 8, plain",
                 m.ratio(("old", False, 32), ("old", False, 8)),
-                note=_errors_note(m.errors("old", False, 32)),
+                note=errors_note(m.errors("old", False, 32)),
             )
         )
     return found
