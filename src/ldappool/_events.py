@@ -92,6 +92,19 @@ class Events:
         listeners.remove(listener)  # ValueError if it was not added, like list.remove
         self.listeners = listeners
 
+    def closed(self, slot: int, server: object, dn: str | None, reason: str) -> None:
+        """Tell of a connection the pool closed (only made when someone listens)."""
+        if self.listeners:
+            self.emit(
+                Event(
+                    EventKind.CLOSED,
+                    slot=slot,
+                    server=str(server) if server else None,
+                    dn=dn,
+                    reason=reason,
+                )
+            )
+
     def emit(self, event: Event) -> None:
         """Call every listener; one that raises is logged and the others still run."""
         for listener in self.listeners:

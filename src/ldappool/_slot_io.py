@@ -122,16 +122,8 @@ class SlotIO:
             conn = self._machine.discard(slot, reason)
         if conn is not None:
             conn.close()
-            if self._events.listeners:
-                self._events.emit(
-                    Event(
-                        EventKind.CLOSED,
-                        slot=slot.number,
-                        server=str(server) if server else None,
-                        dn=identity.dn if identity else None,
-                        reason=reason or "expired",
-                    )
-                )
+            dn = identity.dn if identity else None
+            self._events.closed(slot.number, server, dn, reason or "expired")
         return Step.OPEN
 
     def _count(self, name: str) -> None:

@@ -264,16 +264,8 @@ class ThreadedPool:
             conn.close()  # never raises
         with self._lock:
             self._machine.closed_conn(slot, self._now())
-        if conn is not None and self._events.listeners:
-            self._events.emit(
-                Event(
-                    EventKind.CLOSED,
-                    slot=slot.number,
-                    server=str(server) if server else None,
-                    dn=identity.dn if identity else None,
-                    reason=slot.why,
-                )
-            )
+        if conn is not None:
+            self._events.closed(slot.number, server, identity.dn if identity else None, slot.why)
 
     def _emit(
         self, kind: EventKind, slot: Slot | None, dn: str | None, duration: float | None = None
