@@ -9,6 +9,7 @@
 import importlib as _importlib
 import typing as _typing
 
+from ldappool._async_manager import AsyncConnectionManager
 from ldappool._auth import AuthResult
 from ldappool._errors import (
     AccountLockedError,
@@ -52,6 +53,7 @@ __version__ = "4.0.0.dev0"
 __all__ = [
     "ENTRY_POINT_GROUP",
     "AccountLockedError",
+    "AsyncConnectionManager",
     "AuthResult",
     "BackendError",
     "BackendTimeoutError",

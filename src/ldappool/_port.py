@@ -290,3 +290,21 @@ class Driver(Protocol):
     # driver's ``cause``, if any) is made an instance of these too, so that ``except``
     # clauses written for the driver's own exceptions catch it. A small fixed set per
     # driver.
+    #
+    # Optional, for AsyncConnectionManager (without them, every call runs in the pool's
+    # worker threads):
+    #
+    # ``aio(conn, *, timeout, recover, run) -> object | None``: what an asyncio manager
+    # lends for ``conn`` (a connection of this driver): an object with awaitable
+    # operations, the native object as its ``native``; None for the pool's generic one.
+    # ``timeout``: seconds per operation (None: no limit); ``recover``: an async function
+    # that reconnects and rebinds the lent connection under a read that lost it (raises
+    # when it cannot, or when the connection is not lent); ``run(fn, *args)``: awaits a
+    # blocking call in the pool's bounded worker threads. An operation interrupted
+    # (cancelled) with its request on the wire must leave ``conn.identity_changed()``
+    # True, so that the connection is not pooled again (the pool notes that itself for
+    # the calls made through ``run``).
+    #
+    # ``aio_check_password(conn, lent, who, cred) -> Awaitable[BindAnswer]``:
+    # :meth:`Connection.check_password` without blocking, through ``lent`` (what ``aio``
+    # returned); the same rules (one bind, a refusal returned, transport errors raised).

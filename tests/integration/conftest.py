@@ -16,6 +16,8 @@
   ``pool_timeout`` default to 5 s so that nothing waits forever); every manager
   is closed after the test, then each server the test used must show no client
   connection left open (a leak fails the test that caused it).
+- ``make_async_manager(uri, **kwargs)``: the same for AsyncConnectionManager (closed
+  after the test in an event loop of its own).
 - ``proxy_factory(server)``: a FaultProxy in front of a server, closed after the test.
 
 Helpers live in the ``harness`` package: ``search(conn, base, filter)`` and
@@ -24,10 +26,11 @@ Helpers live in the ``harness`` package: ``search(conn, base, filter)`` and
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +50,7 @@ from tests.integration.harness import (
 )
 
 if TYPE_CHECKING:
-    from ldappool import ConnectionManager
+    from ldappool import AsyncConnectionManager, ConnectionManager
 
 DRIVERS = ["python-ldap", "ldap3"]
 HERE = Path(__file__).resolve().parent
@@ -215,3 +218,34 @@ def _assert_no_client_connection(server: Slapd) -> None:
         timeout=SETTLE,
         message=f"{server}: connections left open after every manager was closed",
     )
+
+
+@pytest.fixture
+def make_async_manager(
+    request: pytest.FixtureRequest, driver: str
+) -> Iterator[Callable[..., AsyncConnectionManager]]:
+    """``make_manager``'s twin for AsyncConnectionManager: the same defaults, every
+    manager closed after the test (in a loop of its own: a test runs its loops with
+    ``asyncio.run``), then the same check that no client connection is left open."""
+    servers = [
+        request.getfixturevalue(name) for name in _SERVER_FIXTURES if name in request.fixturenames
+    ]
+    from ldappool import AsyncConnectionManager
+
+    managers: list[AsyncConnectionManager] = []
+
+    def make(uri: str, *args: Any, **kwargs: Any) -> AsyncConnectionManager:
+        kwargs.setdefault("driver", driver)
+        if len(args) < 7:
+            kwargs.setdefault("timeout", MANAGER_TIMEOUT)
+        kwargs.setdefault("pool_timeout", MANAGER_TIMEOUT)
+        manager = AsyncConnectionManager(uri, *args, **kwargs)
+        managers.append(manager)
+        return manager
+
+    yield make
+    for manager in managers:
+        asyncio.run(manager.close())
+    for server in servers:
+        if isinstance(server, Slapd) and server.running and not server.suspended:
+            _assert_no_client_connection(server)

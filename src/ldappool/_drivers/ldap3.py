@@ -15,7 +15,7 @@ import math
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, cast
 from urllib.parse import quote
@@ -451,6 +451,23 @@ class Ldap3Driver:
             bases.append(own)
         bases.append(_NATIVE_ERRORS[kind])
         return tuple(bases)
+
+    def aio(
+        self,
+        conn: object,
+        *,
+        timeout: float | None = None,
+        recover: object = None,
+        run: Callable[..., Awaitable[Any]],
+    ) -> Any:
+        """What AsyncConnectionManager lends for ``conn``: an
+        :class:`~ldappool._drivers._aio_ldap3.AsyncLdap3`, whose operations run ldap3's
+        own in the pool's worker threads (``run``); None for another connection class."""
+        if not isinstance(conn, Ldap3Connection):
+            return None
+        from ldappool._drivers._aio_ldap3 import AsyncLdap3  # noqa: PLC0415 (asyncio only)
+
+        return AsyncLdap3(conn.native, run)
 
     @property
     def get_info(self) -> str:

@@ -13,7 +13,7 @@ import contextlib
 import errno
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import ldap
@@ -141,6 +141,14 @@ class PythonLdapConnection:
             self._watch(native.get_option(ldap.OPT_DESC))
         controls = answer[3]
         return BindAnswer(policy=_policy(controls)) if controls else _BOUND
+
+    async def check_password_aio(self, lent: Any, who: str, cred: str) -> BindAnswer:
+        """:meth:`check_password` on the event loop, through ``lent`` (this connection's
+        AsyncLDAP): the same single bind, controls and bookkeeping, without blocking."""
+        answer: BindAnswer = await lent.check_password(who, cred, self._bind_controls, pooled=True)
+        if self._watching is None:
+            self._watch(self._native.get_option(ldap.OPT_DESC))
+        return answer
 
     def supported_controls(self) -> frozenset[str] | None:
         """The root DSE's supportedControl (a base search; None if refused); the policy
@@ -413,6 +421,29 @@ class PythonLdapDriver:
         if tls is not None:
             # Builds this connection's TLS context from the options above: must be last.
             set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+
+    def aio(
+        self,
+        conn: object,
+        *,
+        timeout: float | None,
+        recover: Callable[[], Awaitable[None]] | None,
+        run: object = None,
+    ) -> Any:
+        """What AsyncConnectionManager lends for ``conn``: an
+        :class:`~ldappool._drivers._aio.AsyncLDAP` (libldap's asynchronous calls, awaited
+        on the event loop, no thread); None for a duck-typed 3.x connector."""
+        if not isinstance(conn, PythonLdapConnection):
+            return None
+        from ldappool._drivers._aio import AsyncLDAP  # noqa: PLC0415 (asyncio users only)
+
+        return AsyncLDAP(conn.native, timeout=timeout, recover=recover)
+
+    async def aio_check_password(
+        self, conn: PythonLdapConnection, lent: Any, who: str, cred: str
+    ) -> BindAnswer:
+        """A password check (:meth:`PythonLdapConnection.check_password`) on the loop."""
+        return await conn.check_password_aio(lent, who, cred)
 
     def error_bases(
         self, kind: ErrorKind, cause: BaseException | None
