@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bench import login_storm
+from bench import login_storm, peers
 from bench.results import IMPLS, SCENARIOS, Check, Measurements, scenario_label
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +130,8 @@ def write_docs(
     command: str,
     storm: login_storm.Storm,
     storm_results: Sequence[Check],
+    peer: peers.Peers,
+    peer_results: Sequence[Check],
 ) -> None:
     """Regenerate docs/performance.rst, its chart, and the README's quoted ratios."""
     write_chart(m, micro)
@@ -143,9 +145,10 @@ def write_docs(
         checks="\n".join(f"    {c.line()}" for c in results),
         hot="\n\n".join(_indent(text) for text in hot.values()),
         storm=storm_section(storm, storm_results),
+        peers=peers_section(peer, peer_results),
     )
     DOC.write_text(text)
-    _update_readme([*results, *storm_results], machine)
+    _update_readme([*results, *storm_results], machine, peers.summary(peer))
 
 
 def storm_section(storm: login_storm.Storm, results: Sequence[Check]) -> str:
@@ -162,13 +165,32 @@ def storm_section(storm: login_storm.Storm, results: Sequence[Check]) -> str:
     return _STORM.format(figures=figures.rstrip("\n")).rstrip("\n")
 
 
+def peers_section(peer: peers.Peers, results: Sequence[Check]) -> str:
+    """docs/performance.rst's "Peers" section, figures included."""
+    if not peer:
+        figures = "Not measured in the run this page was written from."
+    else:
+        header, body = peers.rows(peer)
+        settings = peer.settings
+        figures = _PEERS_FIGURES.format(
+            rounds=settings.get("rounds", "?"),
+            seconds=settings.get("seconds", "?"),
+            table=_list_table(header, body) if body else "No peer was measured.",
+            checks="\n".join(f"    {c.line()}" for c in results),
+        )
+    return _PEERS.format(figures=figures.rstrip("\n")).rstrip("\n")
+
+
 def _indent(text: str) -> str:
     return "\n".join(f"    {line}" for line in text.splitlines())
 
 
-def _update_readme(results: Sequence[Check], machine: Mapping[str, str]) -> None:
-    """Rewrite the README's Performance section (between its markers) with this run's ratios."""
-    lines = "\n".join(f"    {c.figure()}" for c in results)
+def _update_readme(
+    results: Sequence[Check], machine: Mapping[str, str], extra: Sequence[str] = ()
+) -> None:
+    """Rewrite the README's Performance section (between its markers) with this run's
+    ratios; ``extra``: more lines as they are (the peers' summary)."""
+    lines = "\n".join([*(f"    {c.figure()}" for c in results), *(f"    {x}" for x in extra)])
     block = _README.format(
         start=README_START,
         end=README_END,
@@ -200,15 +222,17 @@ against the connection kept open, which is the floor of what any pool costs here
 pool's own cost at size 1000 against size 10; a pooled StartTLS search against opening
 a connection for it; in a login storm (8 threads checking 50 users' passwords, one in
 ten wrong), ``authenticate()`` against binding a connection kept open by hand, and the
-binds and new connections a check costs.
+binds and new connections a check costs; and the peers: ldappool 4 and 3.0.0, ldap3's
+own REUSABLE pool and bonsai's ``ThreadedConnectionPool``, each against a connection
+per thread kept open by hand (python-ldap's; ldap3's for ldap3's pool).
 
 ::
 
 {checks}
 
-Full table, chart, method and where the time goes (the python-ldap 1-thread target
-is the floor of a bare pool, and this machine's run-to-run spread is wider than the
-gap): ``docs/performance.rst``.
+Full table, chart, method, the peers' operations per second and where the time goes
+(the python-ldap 1-thread target is the floor of a bare pool, and this machine's
+run-to-run spread is wider than the gap): ``docs/performance.rst``.
 
 {end}
 """
@@ -227,8 +251,10 @@ writes this page and its chart, and exits non-zero if a target is missed::
 
     {command}
 
-It takes about three minutes, the first run included (that one also creates
-``.venv-bench-old/`` with ldappool 3.0.0 and python-ldap from PyPI).
+It takes about four minutes. The first run also creates the virtualenvs of the
+libraries it compares with, from PyPI: ``.venv-bench-old/`` (ldappool 3.0.0 and
+python-ldap), ``.venv-bench-ldap3/`` (ldap3) and ``.venv-bench-bonsai/`` (bonsai,
+built against libldap, and python-ldap): some 30 seconds more.
 
 What is measured
 ================
@@ -370,6 +396,8 @@ checkin, by the operating system.
 
 {storm}
 
+{peers}
+
 Pool only
 =========
 
@@ -460,6 +488,79 @@ exact counts over all rounds for the rest:
 {table}
 
 Targets: ``make bench`` exits 1 if a ``FAIL`` line is among them::
+
+{checks}
+"""
+
+
+_PEERS = """\
+Peers
+=====
+
+Other connection pools for Python beside ldappool, on the workload above (the
+base-scope search of one entry, bound as one user), from 1, 8 and 32 threads on pools
+of size 8 (``bench/peers.py`` runs the rounds, ``bench/peers_worker.py`` the
+contestants). Each library runs in a virtualenv of its own that ``make bench`` creates
+(a peer that cannot be installed is left out, with an ``INFO`` line), in a process of
+its own, and takes turns there with the limit it is compared with: one connection per
+thread, opened and bound beforehand, 8 and 32 threads getting 8 and 32 connections,
+as above. python-ldap's is the limit of the libldap-based clients (bonsai is one),
+ldap3's that of ldap3's pool.
+
+- **ldappool 4** and **ldappool 3.0.0**: as above, ``with cm.connection() as conn``
+  around each search.
+- **ldap3 REUSABLE**: ldap3's own pool, as its documentation shows it: one
+  ``Connection(server, user, password, client_strategy=REUSABLE, pool_name=...,
+  pool_size=8, auto_bind=AUTO_BIND_NO_TLS)`` shared by all threads (the strategy
+  forces ``lazy`` off). The strategy keeps 8 connections, each served by a thread of
+  its own that takes requests from one queue. It is asynchronous: ``msgid =
+  conn.search(...)`` puts the request on the queue, and ``response, result =
+  conn.get_response(msgid)`` returns the answer once a pool thread has put it in the
+  pool's answers; each thread relies on that returned pair only, never on the shared
+  ``conn.response``. ``get_response`` looks for the answer and, while it is not there,
+  sleeps ``RESPONSE_SLEEPTIME`` (50 ms by default) before it looks again: a pool
+  thread has rarely answered by the first look, so with the defaults nearly every
+  search waits one such sleep. The second line sets it to 1 ms
+  (``ldap3.utils.config.set_config_parameter``, a global of the library, set before
+  each of that contestant's bursts): what the queue and the hand-offs between threads
+  cost without the sleep.
+- **bonsai ThreadedConnectionPool**: ``ThreadedConnectionPool(client, minconn=8,
+  maxconn=8)`` around an ``LDAPClient`` with simple credentials, opened before the
+  threads start (``spawn()`` would open it on first use, without its lock); each
+  search ``with pool.spawn() as conn: conn.search(dn, LDAPSearchScope.BASE, ...)``,
+  ``get()`` blocking while all 8 are lent. **pre-bound bonsai** is bonsai without its
+  pool, one connection per thread: what bonsai's client itself costs against
+  python-ldap's.
+
+{figures}
+
+What their code says about these lines: ldap3's REUSABLE pool with its defaults is
+bound by its poll, not by its connections: one thread gets about 20 answers a second
+(a 50 ms sleep each), and more threads only add more sleepers. With a 1 ms poll, each
+search still crosses two threads (the caller puts it on the queue, a pool thread sends
+it and files the answer, the caller finds it), which costs most with one thread.
+bonsai's pool takes one ``threading.Condition`` in every ``get()`` and ``put()`` and
+notifies it in both, ``get()`` even when it took the last free connection: with 32
+threads on 8 connections, waiting threads are woken to find none free, and wait again.
+
+Alone, about 45 seconds (prints the table and these lines, writes
+``bench/results/peers-*.json``, leaves this page alone)::
+
+    python -m bench.run --only peers
+"""
+
+_PEERS_FIGURES = """\
+The contestants of one process take turns in bursts, in rotating order, as in the
+server benchmark: 20 ms with one thread; 50 ms with 8 and 32 threads, which take turns
+together, every other turn. {rounds} rounds, a new process per round, each measuring
+{seconds} s per contestant with one thread and a quarter more with several: less than
+above, so that the peers add under a minute to ``make bench``, and the spread is
+wider. Operations per second are medians over the rounds (``err``: exceptions in all
+rounds), ratios medians over the paired bursts, with the middle half of those pairs:
+
+{table}
+
+Information only, no targets::
 
 {checks}
 """

@@ -8,8 +8,9 @@ one process (their ratios are the targets); for each driver, no pool at all (its
 process: opening a connection per operation keeps slapd busy after the burst, which
 would fall on whatever runs next); and the old ldappool 3.0.0, in its own venv.
 Medians over the rounds go in the table; ratios are medians over paired bursts.
-Then the login storm (``bench/login_storm.py``; ``--only login-storm`` runs it alone)
-and the hot path, step by step.
+Then the login storm (``bench/login_storm.py``; ``--only login-storm`` runs it alone),
+the hot path, step by step, and the peers: other pools beside ours, each in a venv of
+its own (``bench/peers.py``; ``--only peers`` runs it alone).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from tests.integration.harness import Slapd
 
-from bench import hot_path, login_storm, pool_micro, report
+from bench import hot_path, login_storm, peers, pool_micro, report
 from bench.oldvenv import old_python
 from bench.results import DRIVERS, SCENARIOS, Measurements, checks
 
@@ -103,7 +104,7 @@ def measure_server(
     return records, versions
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=0.6, help="per cell and round")
@@ -115,15 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("login-storm",),
+        choices=("login-storm", "peers"),
         help="run this part alone: print it, save it, leave docs/ and README alone",
     )
     parser.add_argument("--storm-rounds", type=int, default=3, help="rounds of the login storm")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--peer-rounds", type=int, default=peers.ROUNDS, help="rounds of the peers"
+    )
+    parser.add_argument("--no-peers", action="store_true", help="skip the peers")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.render is not None:
         return render(args.render)
-    if args.only == "login-storm":
-        return storm_only(args)
+    if args.only is not None:
+        return {"login-storm": storm_only, "peers": peers_only}[args.only](args)
     began = time.monotonic()
 
     old = None if args.no_old else old_python()
@@ -139,22 +148,33 @@ def main(argv: list[str] | None = None) -> int:
         for driver in DRIVERS:
             steps, per_turn = hot_path.breakdown(slapd, driver, args.hot_rounds)
             hot[driver] = hot_path.table(driver, args.hot_rounds, per_turn, steps)
+        peers_saved: dict[str, Any] | None = None
+        if not args.no_peers:
+            print(f"peers: {args.peer_rounds} rounds...", flush=True)
+            peers_saved, peer_versions = peers.measure(slapd, old, args.peer_rounds)
+            for venv, found in peer_versions.items():
+                versions.setdefault(venv, found)
 
     measured = Measurements(records)
     storm = login_storm.Storm(storm_saved)
     results = checks(measured, micro)
     storm_results = login_storm.checks(storm)
+    peer = peers.Peers(peers_saved)
+    peer_results = peers.checks(peer)
     machine = report.machine(versions)
     print()
     print(report.text_table(measured))
     print()
     print(login_storm.text_table(storm))
     print()
+    if peer:
+        print(peers.text_table(peer))
+        print()
     print(report.micro_table(micro))
     print()
     for text in hot.values():
         print(text, end="\n\n")
-    for check in [*results, *storm_results]:
+    for check in [*results, *storm_results, *peer_results]:
         print(check.line())
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -168,12 +188,24 @@ def main(argv: list[str] | None = None) -> int:
         "hot_path": hot,
         "records": records,
         "login_storm": storm_saved,
-        "checks": [c.line() for c in [*results, *storm_results]],
+        "peers": peers_saved,
+        "checks": [c.line() for c in [*results, *storm_results, *peer_results]],
     }
     out = RESULTS / f"bench-{stamp}.json"
     out.write_text(json.dumps(payload, indent=1))
     if not args.no_docs:
-        report.write_docs(measured, micro, hot, results, machine, COMMAND, storm, storm_results)
+        report.write_docs(
+            measured,
+            micro,
+            hot,
+            results,
+            machine,
+            COMMAND,
+            storm,
+            storm_results,
+            peer,
+            peer_results,
+        )
     failed = [c for c in [*results, *storm_results] if c.passed is False]
     print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
     print(f"{len(failed)} target(s) failed" if failed else "all targets met")
@@ -209,15 +241,43 @@ def storm_only(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def peers_only(args: argparse.Namespace) -> int:
+    """The peers alone: print their table and lines, save their records."""
+    began = time.monotonic()
+    old = None if args.no_old else old_python()
+    with Slapd() as slapd:
+        print(f"peers: {args.peer_rounds} rounds...", flush=True)
+        saved, versions = peers.measure(slapd, old, args.peer_rounds)
+    peer = peers.Peers(saved)
+    results = peers.checks(peer)
+    print()
+    print(peers.text_table(peer))
+    print()
+    for check in results:
+        print(check.line())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": report.machine(versions),
+        "command": "python -m bench.run --only peers",
+        "peers": saved,
+        "checks": [c.line() for c in results],
+    }
+    out = RESULTS / f"peers-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(payload, indent=1))
+    print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
+    return 0
+
+
 def render(saved: Path) -> int:
     """Rewrite docs/performance.rst, its chart and the README block from a results file
-    of a whole run (``bench-*.json``; one without the login storm says so)."""
+    of a whole run (``bench-*.json``; one without the login storm or the peers says so)."""
     payload = json.loads(saved.read_text())
     micro = {int(size): ns for size, ns in payload["micro_ns"].items()}
     measured = Measurements(payload["records"])
     storm = login_storm.Storm(payload.get("login_storm"))
     results = checks(measured, micro)
     storm_results = login_storm.checks(storm)
+    peer = peers.Peers(payload.get("peers"))
     report.write_docs(
         measured,
         micro,
@@ -227,6 +287,8 @@ def render(saved: Path) -> int:
         payload["command"],
         storm,
         storm_results,
+        peer,
+        peers.checks(peer),
     )
     return 1 if any(c.passed is False for c in [*results, *storm_results]) else 0
 
