@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bench import login_storm, peers
+from bench import aio, login_storm, peers
 from bench.results import IMPLS, SCENARIOS, Check, Measurements, scenario_label
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +132,7 @@ def write_docs(
     storm_results: Sequence[Check],
     peer: peers.Peers,
     peer_results: Sequence[Check],
+    asyncio_run: aio.Aio | None = None,
 ) -> None:
     """Regenerate docs/performance.rst, its chart, and the README's quoted ratios."""
     write_chart(m, micro)
@@ -146,9 +147,11 @@ def write_docs(
         hot="\n\n".join(_indent(text) for text in hot.values()),
         storm=storm_section(storm, storm_results),
         peers=peers_section(peer, peer_results),
+        aio=aio_section(asyncio_run or aio.Aio(None)),
     )
     DOC.write_text(text)
-    _update_readme([*results, *storm_results], machine, peers.summary(peer))
+    extra = [*peers.summary(peer), *aio.summary(asyncio_run or aio.Aio(None))]
+    _update_readme([*results, *storm_results], machine, extra)
 
 
 def storm_section(storm: login_storm.Storm, results: Sequence[Check]) -> str:
@@ -179,6 +182,21 @@ def peers_section(peer: peers.Peers, results: Sequence[Check]) -> str:
             checks="\n".join(f"    {c.line()}" for c in results),
         )
     return _PEERS.format(figures=figures.rstrip("\n")).rstrip("\n")
+
+
+def aio_section(run: aio.Aio) -> str:
+    """docs/performance.rst's "asyncio" section, figures included."""
+    if not run:
+        figures = "Not measured in the run this page was written from."
+    else:
+        header, body = aio.rows(run)
+        figures = aio.FIGURES.format(
+            rounds=run.settings.get("rounds", "?"),
+            seconds=run.settings.get("seconds", "?"),
+            table=_list_table(header, body) if body else "Nothing was measured.",
+            checks="\n".join(f"    {c.line()}" for c in aio.checks(run)),
+        )
+    return aio.SECTION.format(figures=figures.rstrip("\n")).rstrip("\n")
 
 
 def _indent(text: str) -> str:
@@ -224,7 +242,9 @@ a connection for it; in a login storm (8 threads checking 50 users' passwords, o
 ten wrong), ``authenticate()`` against binding a connection kept open by hand, and the
 binds and new connections a check costs; and the peers: ldappool 4 and 3.0.0, ldap3's
 own REUSABLE pool and bonsai's ``ThreadedConnectionPool``, each against a connection
-per thread kept open by hand (python-ldap's; ldap3's for ldap3's pool).
+per thread kept open by hand (python-ldap's; ldap3's for ldap3's pool); and asyncio:
+``AsyncConnectionManager`` against ``ConnectionManager`` (1 task against 1 thread, 64
+against 64, pool size 8) and against bonsai's ``AIOConnectionPool``.
 
 ::
 
@@ -397,6 +417,8 @@ checkin, by the operating system.
 {storm}
 
 {peers}
+
+{aio}
 
 Pool only
 =========

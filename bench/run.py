@@ -9,8 +9,10 @@ process: opening a connection per operation keeps slapd busy after the burst, wh
 would fall on whatever runs next); and the old ldappool 3.0.0, in its own venv.
 Medians over the rounds go in the table; ratios are medians over paired bursts.
 Then the login storm (``bench/login_storm.py``; ``--only login-storm`` runs it alone),
-the hot path, step by step, and the peers: other pools beside ours, each in a venv of
-its own (``bench/peers.py``; ``--only peers`` runs it alone).
+the hot path, step by step, the peers: other pools beside ours, each in a venv of
+its own (``bench/peers.py``; ``--only peers`` runs it alone), and asyncio:
+AsyncConnectionManager against the threaded pool and bonsai's (``bench/aio.py``;
+``--only aio``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from tests.integration.harness import Slapd
 
-from bench import hot_path, login_storm, peers, pool_micro, report
+from bench import aio, hot_path, login_storm, peers, pool_micro, report
 from bench.oldvenv import old_python
 from bench.results import DRIVERS, SCENARIOS, Measurements, checks
 
@@ -116,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only",
-        choices=("login-storm", "peers"),
+        choices=("login-storm", "peers", "aio"),
         help="run this part alone: print it, save it, leave docs/ and README alone",
     )
     parser.add_argument("--storm-rounds", type=int, default=3, help="rounds of the login storm")
@@ -124,6 +126,8 @@ def parser() -> argparse.ArgumentParser:
         "--peer-rounds", type=int, default=peers.ROUNDS, help="rounds of the peers"
     )
     parser.add_argument("--no-peers", action="store_true", help="skip the peers")
+    parser.add_argument("--aio-rounds", type=int, default=aio.ROUNDS, help="rounds of asyncio")
+    parser.add_argument("--no-aio", action="store_true", help="skip the asyncio comparison")
     return parser
 
 
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render is not None:
         return render(args.render)
     if args.only is not None:
-        return {"login-storm": storm_only, "peers": peers_only}[args.only](args)
+        return {"login-storm": storm_only, "peers": peers_only, "aio": aio_only}[args.only](args)
     began = time.monotonic()
 
     old = None if args.no_old else old_python()
@@ -148,12 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for driver in DRIVERS:
             steps, per_turn = hot_path.breakdown(slapd, driver, args.hot_rounds)
             hot[driver] = hot_path.table(driver, args.hot_rounds, per_turn, steps)
-        peers_saved: dict[str, Any] | None = None
-        if not args.no_peers:
-            print(f"peers: {args.peer_rounds} rounds...", flush=True)
-            peers_saved, peer_versions = peers.measure(slapd, old, args.peer_rounds)
-            for venv, found in peer_versions.items():
-                versions.setdefault(venv, found)
+        peers_saved, aio_saved = measure_others(slapd, old, args, versions)
 
     measured = Measurements(records)
     storm = login_storm.Storm(storm_saved)
@@ -161,20 +160,25 @@ def main(argv: list[str] | None = None) -> int:
     storm_results = login_storm.checks(storm)
     peer = peers.Peers(peers_saved)
     peer_results = peers.checks(peer)
+    asyncio_run = aio.Aio(aio_saved)
+    aio_results = aio.checks(asyncio_run)
     machine = report.machine(versions)
     print()
     print(report.text_table(measured))
     print()
     print(login_storm.text_table(storm))
     print()
-    if peer:
-        print(peers.text_table(peer))
-        print()
+    others = (
+        peers.text_table(peer) if peer else "",
+        aio.text_table(asyncio_run) if asyncio_run else "",
+    )
+    for table in filter(None, others):
+        print(table, end="\n\n")
     print(report.micro_table(micro))
     print()
     for text in hot.values():
         print(text, end="\n\n")
-    for check in [*results, *storm_results, *peer_results]:
+    for check in [*results, *storm_results, *peer_results, *aio_results]:
         print(check.line())
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -189,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "records": records,
         "login_storm": storm_saved,
         "peers": peers_saved,
-        "checks": [c.line() for c in [*results, *storm_results, *peer_results]],
+        "aio": aio_saved,
+        "checks": [c.line() for c in [*results, *storm_results, *peer_results, *aio_results]],
     }
     out = RESULTS / f"bench-{stamp}.json"
     out.write_text(json.dumps(payload, indent=1))
@@ -205,11 +210,32 @@ def main(argv: list[str] | None = None) -> int:
             storm_results,
             peer,
             peer_results,
+            asyncio_run,
         )
     failed = [c for c in [*results, *storm_results] if c.passed is False]
     print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
     print(f"{len(failed)} target(s) failed" if failed else "all targets met")
     return 1 if failed else 0
+
+
+def measure_others(
+    slapd: Slapd, old: Path | None, args: argparse.Namespace, versions: dict[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The peers and asyncio (unless skipped): their saved records; their venvs'
+    versions go into ``versions``."""
+    peers_saved: dict[str, Any] | None = None
+    if not args.no_peers:
+        print(f"peers: {args.peer_rounds} rounds...", flush=True)
+        peers_saved, peer_versions = peers.measure(slapd, old, args.peer_rounds)
+        for venv, found in peer_versions.items():
+            versions.setdefault(venv, found)
+    aio_saved: dict[str, Any] | None = None
+    if not args.no_aio:
+        print(f"asyncio: {args.aio_rounds} rounds...", flush=True)
+        aio_saved, aio_versions = aio.measure(slapd, args.aio_rounds)
+        for venv, found in aio_versions.items():
+            versions.setdefault(venv, found)
+    return peers_saved, aio_saved
 
 
 def storm_only(args: argparse.Namespace) -> int:
@@ -268,6 +294,32 @@ def peers_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def aio_only(args: argparse.Namespace) -> int:
+    """asyncio alone: print its table and lines, save its records."""
+    began = time.monotonic()
+    with Slapd() as slapd:
+        print(f"asyncio: {args.aio_rounds} rounds...", flush=True)
+        saved, versions = aio.measure(slapd, args.aio_rounds)
+    found = aio.Aio(saved)
+    results = aio.checks(found)
+    print()
+    print(aio.text_table(found))
+    print()
+    for check in results:
+        print(check.line())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": report.machine(versions),
+        "command": "python -m bench.run --only aio",
+        "aio": saved,
+        "checks": [c.line() for c in results],
+    }
+    out = RESULTS / f"aio-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(payload, indent=1))
+    print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
+    return 0
+
+
 def render(saved: Path) -> int:
     """Rewrite docs/performance.rst, its chart and the README block from a results file
     of a whole run (``bench-*.json``; one without the login storm or the peers says so)."""
@@ -289,6 +341,7 @@ def render(saved: Path) -> int:
         storm_results,
         peer,
         peers.checks(peer),
+        aio.Aio(payload.get("aio")),
     )
     return 1 if any(c.passed is False for c in [*results, *storm_results]) else 0
 
