@@ -32,7 +32,7 @@ from ldappool import (
 )
 from ldappool._async_io import AsyncNative
 from ldappool._port import ConnectSettings, Server
-from tests.unit.fakes import FakeConnection, FakeDriver, FakeServer
+from tests.unit.fakes import FakeClock, FakeConnection, FakeDriver, FakeServer
 from tests.unit.test_arguments import BAD
 
 T = TypeVar("T")
@@ -681,3 +681,24 @@ def test_fixed_attributes_name_the_async_manager(driver: FakeDriver) -> None:
         cm.uri = "ldap://b"  # type: ignore[misc]
     cm.pool_timeout = 1.5
     assert cm.pool_timeout == 1.5
+
+
+def test_held_too_long_warns_with_the_checkout_site(
+    driver: FakeDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+
+    async def main() -> None:
+        async with make(driver, size=1, warn_held_after=2.0, pool_timeout=0.01, clock=clock) as cm:
+            async with cm.connection():  # this function is named in the warning
+                clock.advance(5.0)
+                with pytest.raises(MaxConnectionReachedError):
+                    async with cm.connection():
+                        pass
+            assert caplog.text.count("checked out for 5.0s") == 1  # once per checkout
+            async with cm.connection():
+                clock.advance(1.0)
+
+    run(main())
+    assert caplog.text.count("checked out for") == 1
+    assert "in main" in caplog.text
