@@ -221,3 +221,20 @@ def test_events_under_threads_balance_out_and_in(make_cm: MakeCM, seen: Recorder
         thread.join()
     assert len(seen.of(E.CHECKED_OUT)) == len(seen.of(E.CHECKED_IN)) == 400
     assert len(seen.of(E.OPENED)) == cm.stats().opened <= 3
+
+
+def test_the_time_held_does_not_count_the_time_to_open(
+    make_cm: MakeCM, seen: Recorder, clock: FakeClock, driver: FakeDriver
+) -> None:
+    cm = make_cm(listeners=[seen])
+    original = driver.connect
+
+    def slow_connect(*args: object) -> object:
+        clock.advance(3.0)  # connecting takes 3 s
+        return original(*args)  # type: ignore[arg-type]
+
+    driver.connect = slow_connect  # type: ignore[method-assign,assignment]
+    with cm.connection():
+        clock.advance(1.0)
+    opened, out, back = seen.events
+    assert (opened.duration, out.duration, back.duration) == (3.0, 3.0, 1.0)

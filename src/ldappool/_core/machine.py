@@ -293,6 +293,7 @@ class PoolMachine:
         slot.conn, slot.native, slot.server = conn, conn.native, server
         slot.identity = slot.credentials.identity
         slot.opened_at = slot.last_used = now
+        slot.lent_at = now  # held from now on: opening it is not the holder's time
         slot.expires_at = self.lifetime.expires_at(now)
         slot.step = _LEND
         self.counts.opened += 1
