@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from ldappool import _arguments as arguments
 from ldappool._auth import AuthResult, unauthenticated
 from ldappool._clock import Clock, SystemClock
 from ldappool._core.slots import SlotView
@@ -32,9 +33,7 @@ from ldappool._port import (
     PasswordPolicy,
     Sasl,
     Server,
-    TLSSettings,
 )
-from ldappool._registry import resolve
 from ldappool._stats import Stats
 from ldappool._table import render
 from ldappool._uris import parse_uris
@@ -137,11 +136,11 @@ class BaseManager:
                 "passwd: a bind DN without a password makes an unauthenticated bind, which "
                 "servers answer as anonymous; give the password (or no bind DN)"
             )
-        self._sasl = _sasl(sasl)
+        self._sasl = arguments.sasl(sasl)
         if self._sasl is not None and (self._bind is not None or self._passwd is not None):
             raise ValueError("sasl: give either sasl or bind and passwd, not both")
         size = check_int("size", size, minimum=1)
-        auth_size = _auth_size(auth_size, size)
+        auth_size = arguments.auth_size(auth_size, size)
         min_size = check_int("min_size", min_size, minimum=0)
         if min_size > size:
             raise ValueError(f"min_size must be at most size ({size}), not {min_size}")
@@ -150,23 +149,23 @@ class BaseManager:
         self._retry_delay = check_number("retry_delay", retry_delay) or 0.0
         self._use_tls = check_bool("use_tls", use_tls)
         self._timeout = timeout
-        seconds = _timeout(timeout)
+        seconds = arguments.timeout(timeout)
         self._use_pool = check_bool("use_pool", use_pool)
         self._max_lifetime = max_lifetime
         lifetime_seconds = check_number("max_lifetime", max_lifetime, allow_none=True)
-        pool_timeout = _pool_timeout(pool_timeout)
+        pool_timeout = arguments.pool_timeout(pool_timeout)
         held = check_number("warn_held_after", warn_held_after, strict=True, allow_none=True)
         handoff = check_number("handoff_after", handoff_after) or 0.0
-        tls = _tls_settings(tls_ca_file, tls_cert_file, tls_key_file, tls_verify)
+        tls = arguments.tls_settings(tls_ca_file, tls_cert_file, tls_key_file, tls_verify)
         self._retry_given = retry is not None
-        retry = _policy("retry", retry, RetryPolicy) or self._default_retry()
-        failover = _policy("failover", failover, FailoverPolicy) or InOrder()
-        lifetime = _policy("lifetime", lifetime, LifetimePolicy) or LifetimePolicy(
+        retry = arguments.policy("retry", retry, RetryPolicy) or self._default_retry()
+        failover = arguments.policy("failover", failover, FailoverPolicy) or InOrder()
+        lifetime = arguments.policy("lifetime", lifetime, LifetimePolicy) or LifetimePolicy(
             max_lifetime=lifetime_seconds
         )
         clock = clock or SystemClock()
         # Last (but for connector_cls' URIs): it may import a driver package.
-        self._driver = _driver(driver, connector_cls, self._retry_max, self._retry_delay)
+        self._driver = arguments.driver(driver, connector_cls, self._retry_max, self._retry_delay)
         self._connector_cls = getattr(self._driver, "connector_cls", None)
         if servers is None:
             servers = parse_uris(uri, any_scheme=getattr(self._driver, "any_scheme", False))
@@ -180,7 +179,7 @@ class BaseManager:
         settings = ConnectSettings(timeout=seconds, use_tls=self._use_tls, tls=tls)
         self._dialer = Dialer(self._driver, servers, settings, retry, failover, clock)
         self._events = self._dialer.events
-        for listener in _listeners(listeners):
+        for listener in arguments.listeners(listeners):
             self._events.add(listener)
         self._pool = self._runner(
             self._dialer,
@@ -225,7 +224,7 @@ class BaseManager:
 
     @pool_timeout.setter
     def pool_timeout(self, seconds: float | None) -> None:
-        self._pool.pool_timeout = _pool_timeout(seconds)
+        self._pool.pool_timeout = arguments.pool_timeout(seconds)
 
     @property
     def bind(self) -> str | None:
@@ -277,7 +276,7 @@ class BaseManager:
 
     @auth_size.setter
     def auth_size(self, auth_size: int | None) -> None:
-        self._pool.auth_size = _auth_size(auth_size, self.size)
+        self._pool.auth_size = arguments.auth_size(auth_size, self.size)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -320,7 +319,7 @@ class BaseManager:
 
     @failover.setter
     def failover(self, policy: FailoverPolicy) -> None:
-        self._dialer.failover = _policy("failover", policy, FailoverPolicy) or InOrder()
+        self._dialer.failover = arguments.policy("failover", policy, FailoverPolicy) or InOrder()
 
     def _default_retry(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self._retry_max, delay=self._retry_delay)
@@ -343,7 +342,7 @@ class BaseManager:
         if sasl is not None:
             if bind is not None or passwd is not None:
                 raise ValueError("connection(): give either sasl or bind and passwd, not both")
-            checked = _sasl(sasl)
+            checked = arguments.sasl(sasl)
             assert checked is not None
             return Credentials(self._hasher.sasl_identity(checked), None, None, checked)
         who = self._bind if bind is None else check_optional_str("bind", bind)
@@ -355,8 +354,8 @@ class BaseManager:
     def _check_password_args(self, dn: object, password: object) -> None:
         """authenticate()'s arguments: two strings, neither empty (nothing is sent)."""
         if not (isinstance(dn, str) and isinstance(password, str)):
-            _required_str("dn", dn)
-            _required_str("password", password)
+            arguments.required_str("dn", dn)
+            arguments.required_str("password", password)
         if not dn or not password:
             raise self._unauthenticated(dn if isinstance(dn, str) else None)
 
@@ -428,94 +427,5 @@ class BaseManager:
         )
 
 
-def _timeout(value: object) -> float | None:
-    """-1 or None: no limit; otherwise seconds > 0."""
-    if value is None or (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and value == -1
-    ):
-        return None
-    return check_number("timeout", value, strict=True)
-
-
-def _pool_timeout(value: object) -> float | None:
-    return check_number("pool_timeout", value, allow_none=True)
-
-
 #: The answer of a server that sent no password policy control.
 _NO_POLICY = PasswordPolicy()
-
-
-def _auth_size(value: object, size: int) -> int | None:
-    if value is None:
-        return None
-    auth_size = check_int("auth_size", value, minimum=1)
-    if auth_size > size:
-        raise ValueError(f"auth_size must be at most size ({size}), not {auth_size}")
-    return auth_size
-
-
-def _sasl(value: object) -> Sasl | None:
-    if value is not None and not isinstance(value, Sasl):
-        raise TypeError(
-            f"sasl must be an ldappool.Sasl instance or None, not {type(value).__name__}"
-        )
-    return value
-
-
-def _listeners(value: object) -> list[Listener]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise TypeError(f"listeners must be an iterable of callables, not {type(value).__name__}")
-    found = list(value)
-    for listener in found:
-        if not callable(listener):
-            raise TypeError(f"listeners: {listener!r} is not callable")
-    return found
-
-
-def _required_str(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    return value
-
-
-def _path(name: str, value: object) -> str | None:
-    path = check_optional_str(name, value)
-    if path == "":
-        raise ValueError(f"{name} must be a file path or None, not an empty string")
-    return path
-
-
-def _tls_settings(
-    ca_file: object, cert_file: object, key_file: object, verify: object
-) -> TLSSettings | None:
-    """The manager's own TLS material, or None when no tls_* argument was given: then
-    the driver's process-wide settings apply (python-ldap's, as in 3.x)."""
-    tls = TLSSettings(
-        ca_file=_path("tls_ca_file", ca_file),
-        cert_file=_path("tls_cert_file", cert_file),
-        key_file=_path("tls_key_file", key_file),
-        verify=True if verify is None else check_bool("tls_verify", verify),
-    )
-    if tls.key_file and not tls.cert_file:
-        raise ValueError("tls_key_file needs tls_cert_file (the client certificate)")
-    given = (ca_file, cert_file, key_file, verify)
-    return None if all(value is None for value in given) else tls
-
-
-def _driver(driver: object, connector_cls: object, retry_max: int, retry_delay: float) -> Driver:
-    if connector_cls is None:
-        return resolve(driver)
-    if not isinstance(connector_cls, type):
-        raise TypeError(f"connector_cls must be a class, not {type(connector_cls).__name__}")
-    if driver == "python-ldap":  # built the 3.x way: cls(uri, retry_max=, retry_delay=)
-        args = {"retry_max": retry_max, "retry_delay": retry_delay}
-        return resolve(driver, connector_cls=connector_cls, connector_args=args)
-    return resolve(driver, connector_cls=connector_cls)
-
-
-def _policy(name: str, value: object, kind: type[Any]) -> Any:
-    if value is not None and not isinstance(value, kind):
-        raise TypeError(
-            f"{name} must be a {kind.__name__} instance or None, not {type(value).__name__}"
-        )
-    return value
