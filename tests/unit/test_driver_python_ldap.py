@@ -24,7 +24,7 @@ import pytest
 ldap = pytest.importorskip("ldap")
 slapdtest = pytest.importorskip("slapdtest")
 
-from ldappool._drivers import python_ldap  # noqa: E402
+from ldappool._drivers import _python_ldap_setup, python_ldap  # noqa: E402
 from ldappool._drivers.python_ldap import (  # noqa: E402
     PooledLDAPObject,
     PythonLdapConnection,
@@ -216,7 +216,7 @@ def test_verification_without_ca_file_uses_the_default_trust_store(
         assert conn.native.get_option(ldap.OPT_X_TLS_CACERTFILE) == expected
     conn.close()
     monkeypatch.setattr(ldap, "get_option", lambda option: None)
-    assert python_ldap._default_trust() in {
+    assert _python_ldap_setup._default_trust() in {
         (ssl.get_default_verify_paths().cafile, None),
         (None, ssl.get_default_verify_paths().capath),
     }

@@ -1,7 +1,8 @@
 """The native class of the ldap3 driver: the ``ldap3.Connection`` its holders get.
 
 Exactly ldap3's class, but for a note of the holder's binds (such a connection is not
-pooled again) and one retry of a read that lost its connection, through the pool.
+pooled again) and one retry of a read that lost its connection, through the pool. And
+what the driver reads of ldap3's errors: timeouts, and the exception for a result.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ldap3.core import exceptions as lx
 
 from ldappool._drivers._shared import PAGED_RESULTS, WHOAMI, LentState, socket_timed_out
 
-__all__ = ["PooledConnection", "continues_paging", "is_timeout"]
+__all__ = ["PooledConnection", "continues_paging", "is_timeout", "result_error"]
 
 
 class PooledConnection(LentState, ldap3.Connection):
@@ -99,6 +100,7 @@ class PooledConnection(LentState, ldap3.Connection):
 
 
 _SEARCH = ldap3.Connection.search
+_RESULT_KEYS = ("result", "description", "dn", "message", "type")
 
 
 def continues_paging(cookie: Any, controls: Any) -> bool:
@@ -118,3 +120,12 @@ def is_timeout(error: BaseException) -> bool:
     if not isinstance(tried, list) or not tried:
         return False
     return all(isinstance(t, tuple) and socket_timed_out(t[:1] and t[0]) for t in tried)
+
+
+def result_error(native: ldap3.Connection, what: str) -> Exception:
+    """What ldap3 raises for the last result with ``raise_exceptions=True``."""
+    res = native.result
+    if isinstance(res, dict) and res.get("result"):
+        # Builds the subclass for the result code: LDAPInvalidCredentialsResult for 49...
+        return lx.LDAPOperationResult(*(res.get(k) for k in _RESULT_KEYS))
+    return lx.LDAPBindError(f"{what}: {native.last_error or 'no result'}")

@@ -5,34 +5,37 @@ manager's settings: nothing is process-global, and certificates are verified unl
 the settings say otherwise (ldap3's own ``Tls()`` verifies nothing). The SYNC strategy,
 one socket per connection: ldap3's REUSABLE and RESTARTABLE strategies would pool and
 reconnect behind the pool's back.
+
+This module holds the connection's life (bind, liveness, reconnect, close, fork) and the
+driver (connect, the Server and Tls it builds, errors, asyncio); the password check,
+SASL binds and the root DSE read are in :mod:`~ldappool._drivers._ldap3_auth`, the
+option checks and the connector class in :mod:`~ldappool._drivers._ldap3_setup`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from types import MappingProxyType
 from typing import Any, cast
 from urllib.parse import quote
 
 import ldap3
 from ldap3.core import exceptions as lx
 
-from ldappool._drivers._ldap3_native import PooledConnection, is_timeout
+from ldappool._drivers import _ldap3_auth as auth
+from ldappool._drivers._ldap3_native import PooledConnection, is_timeout, result_error
+from ldappool._drivers._ldap3_setup import GET_INFO, checked_options, pooled_class
 from ldappool._drivers._liveness import dead, probe
-from ldappool._drivers._ppolicy import PPOLICY_OID, policy_or_none
 from ldappool._drivers._shared import WHOAMI, blackhole
 from ldappool._port import (
     BindAnswer,
     ConnectSettings,
     ErrorKind,
     Owner,
-    PasswordPolicy,
     Sasl,
     Server,
     TLSSettings,
@@ -40,22 +43,6 @@ from ldappool._port import (
 
 __all__ = ["Ldap3Connection", "Ldap3Driver", "PooledConnection"]
 
-_RESULT_KEYS = ("result", "description", "dn", "message", "type")
-_GET_INFO = {ldap3.NONE, ldap3.DSA, ldap3.SCHEMA, ldap3.ALL} | {
-    getattr(ldap3, name) for name in dir(ldap3) if name.startswith("OFFLINE_")
-}
-# What the driver decides itself, per option argument.
-_RESERVED = {
-    "connection_options": {
-        "server", "user", "password", "auto_bind", "authentication", "client_strategy",
-        "lazy", "receive_timeout", "sasl_mechanism", "sasl_credentials", "cred_store",
-        "pool_name", "pool_size", "pool_lifetime", "pool_keepalive",
-    },
-    "server_options": {"host", "port", "use_ssl", "get_info", "tls", "connect_timeout"},
-    "tls_options": {
-        "validate", "ca_certs_file", "local_certificate_file", "local_private_key_file",
-    },
-}  # fmt: skip
 _CREDENTIAL_ERRORS = (
     lx.LDAPInvalidCredentialsResult,  # 49
     lx.LDAPInappropriateAuthenticationResult,  # 48: slapd's answer for an entry without password
@@ -78,8 +65,6 @@ _DOWN_ERRORS = (
     lx.LDAPBusyResult,
     OSError,
 )
-#: The SASL mechanisms ldap3 2.9 implements (GSSAPI only with the gssapi package).
-_SASL_MECHANISMS = ("EXTERNAL", "DIGEST-MD5", "GSSAPI", "PLAIN")
 
 
 class Ldap3Connection:
@@ -98,7 +83,7 @@ class Ldap3Connection:
         # The socket last looked at, and its probe: made once per socket.
         self._watched: Any = None
         #: What a password check sends (None: no control; see supported_controls).
-        self._bind_controls: list[tuple[str, bool, None]] | None = [(PPOLICY_OID, False, None)]
+        self._bind_controls: auth.BindControls = auth.bind_controls(None)
         self._alive: Callable[[], bool] = dead
 
     def __repr__(self) -> str:
@@ -126,97 +111,28 @@ class Ldap3Connection:
             native.password = native.request = None
             native._ldappool_identity_changed = not ok
         if not ok:
-            raise _result_error(native, "bind failed")
+            raise result_error(native, "bind failed")
         if native._connection_time is None:
             native._connection_time = time.time()
 
     def check_password(self, who: str, cred: str) -> BindAnswer:
-        """One simple bind with the password policy request control; a refusal is returned.
-
-        ldap3 keeps the value of a response control it does not know as bytes, under
-        ``result["controls"][oid]["value"]``, on success and failure alike. A result code
-        is a refusal whether ldap3 returned False or raised it (``raise_exceptions``);
-        socket errors are raised. The password is cleared as in :meth:`bind`.
-        """
-        native = self._native
-        native.user, native.password = who, cred
-        native.authentication = ldap3.SIMPLE
-        native._ldappool_identity_changed = True  # until the server has answered
-        native.result = None  # a refusal ldap3 makes client-side leaves the last one
-        refusal: Exception | None = None
-        try:
-            bound = ldap3.Connection.bind(
-                native, read_server_info=self._read_server_info, controls=self._bind_controls
-            )
-            if bound is not True:
-                refusal = _result_error(native, "bind failed")
-        except lx.LDAPException as error:
-            refusal = error
-        finally:
-            native.password = native.request = None
-        if refusal is not None and self._driver.classify(refusal).transient:
-            raise refusal  # lost, timed out, or busy: noted as changed, not pooled again
-        native._ldappool_identity_changed = False  # the pool's bind, refused or not
-        if refusal is None and native._connection_time is None:
-            native._connection_time = time.time()
-        return BindAnswer(refusal=refusal, policy=_policy(native.result))
+        """One simple bind with the password policy request control; a refusal is returned
+        (:func:`~ldappool._drivers._ldap3_auth.check_password`)."""
+        return auth.check_password(
+            self._native, who, cred, self._read_server_info, self._bind_controls, self._driver
+        )
 
     def supported_controls(self) -> frozenset[str] | None:
         """The root DSE's supportedControl (a base search; None if refused); the policy
         control is sent from now on only if it is listed, or the server would not say."""
-        native = self._native
-        controls: frozenset[str] | None = None
-        try:
-            ldap3.Connection.search(
-                native, "", "(objectClass=*)", ldap3.BASE, attributes=["supportedControl"]
-            )
-        except lx.LDAPException as error:
-            if self._driver.classify(error).transient:
-                raise
-        else:
-            result = native.result
-            if isinstance(result, dict) and result.get("result") == 0:
-                controls = frozenset()
-                for entry in native.response or ():
-                    for name, values in (entry.get("raw_attributes") or {}).items():
-                        if name.lower() == "supportedcontrol":
-                            controls = frozenset(v.decode("ascii", "replace") for v in values)
-        listed = controls is None or PPOLICY_OID in controls
-        self._bind_controls = [(PPOLICY_OID, False, None)] if listed else None
+        controls = auth.supported_controls(self._native, self._driver)
+        self._bind_controls = auth.bind_controls(controls)
         return controls
 
     def sasl_bind(self, sasl: Sasl) -> None:
-        """SASL bind with ldap3's own mechanisms; raises when refused.
-
-        ``sasl_credentials`` are what ldap3 2.9 reads for each mechanism; the secret is
-        asked of ``sasl.secret()`` for this bind, and the credentials, the password and
-        the request (which holds the encoded credentials) are cleared afterwards. The
-        "holder re-bound" note is cleared, refused or not: the bind is the pool's; a
-        lost or timed-out connection stays noted, not to be pooled again.
-        """
-        credentials = _sasl_credentials(sasl)
-        native = self._native
-        native.user = native.password = None
-        native.authentication = ldap3.SASL
-        native.sasl_mechanism = sasl.mechanism
-        native.sasl_credentials = credentials
-        native._ldappool_identity_changed = True  # until the server has answered
-        native.result = None  # not to report an earlier operation's result
-        try:
-            bound = ldap3.Connection.bind(native, read_server_info=self._read_server_info)
-        except lx.LDAPException as error:
-            if not self._driver.classify(error).transient:
-                native._ldappool_identity_changed = False
-            raise
-        finally:
-            native.sasl_credentials = native.password = native.request = None
-        if bound is not True:
-            refused = _result_error(native, f"SASL {sasl.mechanism} bind failed")
-            native._ldappool_identity_changed = self._driver.classify(refused).transient
-            raise refused
-        native._ldappool_identity_changed = False
-        if native._connection_time is None:
-            native._connection_time = time.time()
+        """SASL bind with ldap3's own mechanisms; raises when refused
+        (:func:`~ldappool._drivers._ldap3_auth.sasl_bind`)."""
+        auth.sasl_bind(self._native, sasl, self._read_server_info, self._driver)
 
     def looks_alive(self) -> bool:
         """Whether the server has not closed the socket (see ``SocketWatch``): no I/O.
@@ -258,7 +174,7 @@ class Ldap3Connection:
         ldap3.Connection.extended(self._native, WHOAMI)
         result = self._native.result
         if not isinstance(result, dict) or result.get("result") != 0:
-            raise _result_error(self._native, "WhoAmI failed")
+            raise result_error(self._native, "WhoAmI failed")
 
     def reconnect(self, server: Server, settings: ConnectSettings) -> None:
         """Close the socket and open a new one, to ``server``, under the same Connection."""
@@ -310,84 +226,6 @@ class Ldap3Connection:
             pass
 
 
-def _result_error(native: ldap3.Connection, what: str) -> Exception:
-    """What ldap3 raises for the last result with ``raise_exceptions=True``."""
-    res = native.result
-    if isinstance(res, dict) and res.get("result"):
-        # Builds the subclass for the result code: LDAPInvalidCredentialsResult for 49...
-        return lx.LDAPOperationResult(*(res.get(k) for k in _RESULT_KEYS))
-    return lx.LDAPBindError(f"{what}: {native.last_error or 'no result'}")
-
-
-def _policy(result: object) -> PasswordPolicy | None:
-    """The policy answer in an ldap3 result, if the server sent one."""
-    controls = result.get("controls") if isinstance(result, dict) else None
-    control = controls.get(PPOLICY_OID) if isinstance(controls, dict) else None
-    return policy_or_none(control.get("value") if isinstance(control, dict) else None)
-
-
-def _sasl_credentials(sasl: Sasl) -> Any:
-    """``sasl_credentials`` as ldap3 2.9 reads them for the mechanism; ValueError for a
-    mechanism it does not implement, or without what the mechanism needs."""
-    mechanism, authz_id = sasl.mechanism, sasl.authz_id or None
-    if mechanism not in _SASL_MECHANISMS:
-        raise ValueError(
-            f"SASL mechanism {mechanism!r} is not one the ldap3 driver can do "
-            f"({', '.join(_SASL_MECHANISMS)})"
-        )
-    if mechanism == "EXTERNAL":
-        # The credentials octet string as it is, never absent: without an initial
-        # response slapd answers saslBindInProgress with an empty challenge, which
-        # ldap3's one-step EXTERNAL takes for the end. "": the transport's identity.
-        return authz_id or ""
-    if mechanism == "GSSAPI":
-        try:  # ldap3 imports it at the first GSSAPI bind; fail before sending anything
-            import ldap3.protocol.sasl.kerberos  # noqa: F401, PLC0415
-        except lx.LDAPPackageUnavailableError as exc:
-            raise ValueError("SASL GSSAPI with ldap3 needs the gssapi package") from exc
-        return (None, authz_id)  # None: the service host is the Server's
-    if not sasl.user or sasl.secret is None:
-        raise ValueError(f"SASL {mechanism} needs Sasl.user and Sasl.secret")
-    if mechanism == "PLAIN":
-        return (authz_id, sasl.user, sasl.secret())
-    return (None, sasl.user, sasl.secret(), authz_id)  # DIGEST-MD5: realm from the server
-
-
-def _checked_options(argument: str, value: object, target: Any) -> Mapping[str, Any]:
-    if value is None:
-        return MappingProxyType({})
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{argument} must be a mapping, not {type(value).__name__}")
-    accepted = set(inspect.signature(target).parameters) - {"self"}
-    for key in value:
-        if key in _RESERVED[argument]:
-            raise ValueError(f"{argument}: {key!r} is set by ldappool, it cannot be overridden")
-        if key not in accepted:
-            raise ValueError(f"{argument}: {target.__qualname__} has no option {key!r}")
-    return MappingProxyType(dict(value))
-
-
-_MIXED: dict[type[Any], type[PooledConnection]] = {}
-
-
-def _pooled_class(cls: object) -> type[PooledConnection]:
-    """The class to build: PooledConnection, or mixed under an ldap3.Connection subclass."""
-    if cls is None:
-        return PooledConnection
-    if not isinstance(cls, type) or not issubclass(cls, ldap3.Connection):
-        raise TypeError(
-            "connector_cls must be an ldap3.Connection subclass with the ldap3 driver "
-            f"(python-ldap connector classes need driver='python-ldap'), not {cls!r}"
-        )
-    if issubclass(cls, PooledConnection):
-        return cls
-    mixed = _MIXED.get(cls)
-    if mixed is None:
-        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
-        mixed = _MIXED[cls] = type(cls.__name__, (cls, PooledConnection), namespace)
-    return mixed
-
-
 class Ldap3Driver:
     """Opens ldap3 connections and interprets ldap3 exceptions.
 
@@ -412,17 +250,17 @@ class Ldap3Driver:
         tls_options: Mapping[str, Any] | None = None,
         connector_cls: type[Any] | None = None,
     ) -> None:
-        self._native_class = _pooled_class(connector_cls)
+        self._native_class = pooled_class(connector_cls)
         if not isinstance(get_info, str):
             raise TypeError(f"get_info must be an ldap3 constant, not {type(get_info).__name__}")
-        if get_info not in _GET_INFO:
-            raise ValueError(f"get_info must be one of {', '.join(sorted(_GET_INFO))}")
+        if get_info not in GET_INFO:
+            raise ValueError(f"get_info must be one of {', '.join(sorted(GET_INFO))}")
         self._get_info = get_info
-        self._connection_options = _checked_options(
+        self._connection_options = checked_options(
             "connection_options", connection_options, ldap3.Connection.__init__
         )
-        self._server_options = _checked_options("server_options", server_options, ldap3.Server)
-        self._tls_options = _checked_options("tls_options", tls_options, ldap3.Tls)
+        self._server_options = checked_options("server_options", server_options, ldap3.Server)
+        self._tls_options = checked_options("tls_options", tls_options, ldap3.Tls)
         try:  # ldap3 checks some values at construction: fail now rather than at connect
             ldap3.Tls(**self._tls_options)
             server = ldap3.Server("localhost", get_info=ldap3.NONE, **self._server_options)

@@ -5,25 +5,27 @@ Every option is set on the connection's own LDAPObject, never with the process-g
 TLS material or timeouts. A manager given no ``tls_*`` argument leaves TLS to python-ldap's
 process-wide options, as ldappool 3.x did. ``ReconnectLDAPObject`` is not used:
 reconnecting is the pool's job, and it would silently replay writes.
+
+This module holds the connection's life (bind, liveness, reconnect, close, fork) and the
+driver (connect, errors, asyncio); the password check, SASL binds and the root DSE read
+are in :mod:`~ldappool._drivers._python_ldap_auth`, the connector class and the options
+set on each connection in :mod:`~ldappool._drivers._python_ldap_setup`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import ssl
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import ldap
 import ldap.controls
-import ldap.ldapobject
-import ldap.sasl
 
+from ldappool._drivers import _python_ldap_auth as auth
 from ldappool._drivers._legacy import LegacyConnection
 from ldappool._drivers._liveness import SocketWatch
-from ldappool._drivers._ppolicy import PPOLICY_OID, policy_or_none
+from ldappool._drivers._python_ldap_setup import configure, is_ldap_object, state_connector_class
 from ldappool._drivers._shared import blackhole, socket_timed_out
 from ldappool._drivers._state_connector import BASE, StateConnector
 from ldappool._port import (
@@ -31,7 +33,6 @@ from ldappool._port import (
     ConnectSettings,
     ErrorKind,
     Owner,
-    PasswordPolicy,
     Sasl,
     Server,
 )
@@ -41,7 +42,6 @@ __all__ = ["PooledLDAPObject", "PythonLdapConnection", "PythonLdapDriver", "Stat
 #: The name StateConnector had before it took 3.x's.
 PooledLDAPObject = StateConnector
 
-_NO_LIMIT = -1
 # Objects abandoned while a vanished thread was inside them: never to be freed.
 _STRANDED: list[object] = []
 # Server answers that say "this server cannot serve now": retry later or elsewhere.
@@ -57,17 +57,6 @@ _NATIVE_ERRORS: dict[ErrorKind, type[Exception]] = {
     ErrorKind.DOWN: ldap.SERVER_DOWN,
     ErrorKind.OTHER: ldap.LDAPError,
 }
-# The password policy request control: not critical, no value. Immutable once built.
-#: The password policy request control as libldap takes it (criticality False, no value).
-_PPOLICY_TUPLES = [(PPOLICY_OID, False, None)]
-#: A successful check that came back without any response control.
-_BOUND = BindAnswer()
-# SASL mechanisms driven through libsasl's callbacks with a user name and a secret (and
-# an optional authorization identity); EXTERNAL and GSSAPI take only the latter.
-_SECRET_MECHANISMS = frozenset(
-    {"PLAIN", "CRAM-MD5", "DIGEST-MD5"}
-    | {f"SCRAM-SHA-{bits}" for bits in ("1", "224", "256", "384", "512")}
-)
 
 
 class PythonLdapConnection:
@@ -83,7 +72,7 @@ class PythonLdapConnection:
         self._fd = -1  # the socket last seen; -1 before the first operation
         self._watching: SocketWatch | None = None
         #: What a password check sends (None: no control; see supported_controls).
-        self._bind_controls: list[tuple[str, bool, None]] | None = _PPOLICY_TUPLES
+        self._bind_controls: auth.BindControls = auth.bind_controls(None)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -101,46 +90,12 @@ class PythonLdapConnection:
         self._watch(self._native.get_option(ldap.OPT_DESC))
 
     def check_password(self, who: str, cred: str) -> BindAnswer:
-        """One simple bind with the password policy request control; a refusal is returned.
-
-        ``simple_bind`` and the C ``result4`` rather than ``simple_bind_s``: python-ldap's
-        own result methods decode response controls through its registry, which drops a
-        control it does not know (the policy control, unless some code imported
-        ``ldap.controls.ppolicy``) and otherwise decodes it with pyasn1. The raw
-        ``(oid, criticality, value)`` tuples come from ``result4`` on success, and from
-        the exception's ``ctrls`` on a refusal. Both go through the object's
-        ``_ldap_call``, so a lost connection is marked as with any other call.
-        """
-        native = self._native
-        state = native.__dict__
-        call = native._ldap_call
-        try:
-            # The base's simple_bind without its detours: StateConnector's marks a
-            # holder's bind (cleared below anyway) and converts the controls each time.
-            msgid = call(native._l.simple_bind, who, cred, self._bind_controls, None)
-            answer = call(native._l.result4, msgid, 1, native.timeout, 0, 0, 0)
-            if answer[0] is None:  # a zero timeout set by hand polls: no answer yet
-                state["_ldappool_lost"] = True  # the answer may still come
-                raise ldap.TIMEOUT({"desc": "Timed out", "msgid": msgid})
-        except ldap.LDAPError as error:
-            if self._driver.classify(error).transient:
-                state["_ldappool_rebound"] = True  # as simple_bind would have noted
-                raise
-            details = error.args[0] if error.args else None
-            controls = details.get("ctrls") if isinstance(details, dict) else None
-            # RFC 4511 4.2.2: a refused bind leaves the connection anonymous.
-            state["who"], state["_ldappool_rebound"] = None, False
-            if self._watching is None:
-                self._watch(native.get_option(ldap.OPT_DESC))
-            return BindAnswer(refusal=error, policy=_policy(controls))
-        state["_ldappool_rebound"] = False  # the pool's bind, not the holder's
-        state["connected"], state["who"] = True, who
-        if state["_connection_time"] is None:
-            state["_connection_time"] = time.time()
+        """One simple bind with the password policy request control; a refusal is returned
+        (:func:`~ldappool._drivers._python_ldap_auth.check_password`)."""
+        answer = auth.check_password(self._native, who, cred, self._bind_controls, self._driver)
         if self._watching is None:  # libldap only changes the socket after SERVER_DOWN
-            self._watch(native.get_option(ldap.OPT_DESC))
-        controls = answer[3]
-        return BindAnswer(policy=_policy(controls)) if controls else _BOUND
+            self._watch(self._native.get_option(ldap.OPT_DESC))
+        return answer
 
     async def check_password_aio(self, lent: Any, who: str, cred: str) -> BindAnswer:
         """:meth:`check_password` on the event loop, through ``lent`` (this connection's
@@ -153,49 +108,16 @@ class PythonLdapConnection:
     def supported_controls(self) -> frozenset[str] | None:
         """The root DSE's supportedControl (a base search; None if refused); the policy
         control is sent from now on only if it is listed, or the server would not say."""
-        try:
-            found = BASE.search_ext_s(
-                self._native, "", ldap.SCOPE_BASE, "(objectClass=*)", ["supportedControl"]
-            )
-        except ldap.LDAPError as error:
-            if self._driver.classify(error).transient:
-                raise
-            controls = None
-        else:
-            controls = _listed(found[0][1] if found else None)
+        controls = auth.supported_controls(self._native, self._driver)
         self._watch(self._native.get_option(ldap.OPT_DESC))
-        self._bind_controls = (
-            _PPOLICY_TUPLES if controls is None or PPOLICY_OID in controls else None
-        )
+        self._bind_controls = auth.bind_controls(controls)
         return controls
 
     def sasl_bind(self, sasl: Sasl) -> None:
-        """SASL bind through libsasl (``sasl_interactive_bind_s``); raises when refused.
-
-        The secret is asked of ``sasl.secret()`` here, given to libsasl through the
-        callback values for this one bind, and those are emptied afterwards. The
-        object's ``sasl_interactive_bind_s`` is called (a connector class's override
-        runs), and the "holder re-bound" flag it sets is cleared: this bind is the
-        pool's, refused or not. ``who`` becomes the identity asked for (``authz_id``,
-        else ``user``), or "" when the transport or Kerberos says who (EXTERNAL,
-        GSSAPI without ``authz_id``); None after a refusal (anonymous).
-        """
-        auth = _sasl_auth(sasl)
-        native = self._native
-        state = native.__dict__
-        try:
-            native.sasl_interactive_bind_s("", auth)
-        except ldap.LDAPError as error:
-            if not self._driver.classify(error).transient:
-                state["who"], state["_ldappool_rebound"] = None, False
-            raise
-        finally:
-            auth.cb_value_dict.clear()  # the secret, if any
-        state["_ldappool_rebound"] = False
-        state["connected"], state["who"] = True, sasl.authz_id or sasl.user or ""
-        if state["_connection_time"] is None:
-            state["_connection_time"] = time.time()
-        self._watch(native.get_option(ldap.OPT_DESC))
+        """SASL bind through libsasl; raises when refused
+        (:func:`~ldappool._drivers._python_ldap_auth.sasl_bind`)."""
+        auth.sasl_bind(self._native, sasl, self._driver)
+        self._watch(self._native.get_option(ldap.OPT_DESC))
 
     def looks_alive(self) -> bool:
         """Whether the server has not closed the socket (see ``SocketWatch``): no I/O."""
@@ -333,11 +255,11 @@ class PythonLdapDriver:
         connector_args: Mapping[str, Any] | None = None,
     ) -> None:
         self._options = dict(options or {})
-        self._legacy = connector_cls is not None and not _is_ldap_object(connector_cls)
+        self._legacy = connector_cls is not None and not is_ldap_object(connector_cls)
         self._native_class: type[Any] = (
             cast(type[Any], connector_cls)
             if self._legacy
-            else _state_connector_class(connector_cls)
+            else state_connector_class(connector_cls)
         )
         self._connector_args = dict(connector_args or {})
 
@@ -370,7 +292,7 @@ class PythonLdapDriver:
             )
         native = self._native_class(server.uri, **self._connector_args)
         try:
-            self._configure(native, server, settings)
+            configure(native, server, settings, self._options)
             if settings.use_tls and server.scheme != "ldaps":
                 native.start_tls_s()  # connects first
         except BaseException:
@@ -378,49 +300,6 @@ class PythonLdapDriver:
                 native.unbind_ext()
             raise
         return PythonLdapConnection(native, server.uri, self)
-
-    def _configure(self, native: Any, server: Server, settings: ConnectSettings) -> None:
-        # BASE.set_option: the pool's own options are not the holder's, to set again
-        # on a new transport (StateConnector.set_option).
-        def set_option(option: int, value: object) -> None:
-            BASE.set_option(native, option, value)
-
-        timeout = _NO_LIMIT if settings.timeout is None else settings.timeout
-        set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
-        set_option(ldap.OPT_REFERRALS, 0)
-        # NETWORK_TIMEOUT bounds connect(); TIMEOUT bounds libldap's synchronous
-        # calls (StartTLS, WhoAmI, SASL) and ldap_result() without a timeout;
-        # .timeout is what python-ldap's own *_s methods pass to result().
-        set_option(ldap.OPT_NETWORK_TIMEOUT, settings.timeout)
-        set_option(ldap.OPT_TIMEOUT, settings.timeout)
-        native.__dict__["timeout"] = timeout
-        uses_tls = server.scheme == "ldaps" or settings.use_tls
-        tls = settings.tls if uses_tls else None
-        if tls is not None:  # the manager's own material, else python-ldap's globals
-            ca_file, ca_dir = tls.ca_file, None
-            if ca_file is None and tls.verify:
-                ca_file, ca_dir = _default_trust()
-            files: tuple[tuple[int, str | None], ...] = (
-                (ldap.OPT_X_TLS_CACERTFILE, ca_file),
-                (ldap.OPT_X_TLS_CACERTDIR, ca_dir),
-                (ldap.OPT_X_TLS_CERTFILE, tls.cert_file),
-                (ldap.OPT_X_TLS_KEYFILE, tls.key_file),
-            )
-            for option, path in files:
-                if path is not None:
-                    set_option(option, path)
-            require = ldap.OPT_X_TLS_DEMAND if tls.verify else ldap.OPT_X_TLS_NEVER
-            set_option(ldap.OPT_X_TLS_REQUIRE_CERT, require)
-        if uses_tls and settings.timeout is not None:
-            # libldap 2.5 bounds the TLS handshake (ldaps:// or after StartTLS) by
-            # NETWORK_TIMEOUT only in async-connect mode: otherwise it spins on
-            # a silent server forever, at 100% CPU.
-            set_option(ldap.OPT_CONNECT_ASYNC, 1)
-        for option, value in self._options.items():
-            set_option(option, value)
-        if tls is not None:
-            # Builds this connection's TLS context from the options above: must be last.
-            set_option(ldap.OPT_X_TLS_NEWCTX, 0)
 
     def aio(
         self,
@@ -475,93 +354,7 @@ class PythonLdapDriver:
         return ErrorKind.OTHER
 
 
-def _policy(controls: object) -> PasswordPolicy | None:
-    """The policy answer among python-ldap's raw response control tuples, if any."""
-    if not isinstance(controls, (list, tuple)):
-        return None
-    for control in controls:
-        if isinstance(control, tuple) and len(control) == 3 and control[0] == PPOLICY_OID:
-            return policy_or_none(control[2])
-    return None
-
-
-def _sasl_auth(sasl: Sasl) -> ldap.sasl.sasl:
-    """python-ldap's SASL object for ``sasl``; ValueError for what libsasl is not given
-    enough for here (or python-ldap was built without SASL)."""
-    mechanism = sasl.mechanism
-    if not ldap.SASL_AVAIL:
-        raise ValueError(f"SASL {mechanism}: this python-ldap was built without SASL")
-    authz_id = sasl.authz_id or ""
-    if mechanism == "EXTERNAL":
-        return ldap.sasl.external(authz_id)
-    if mechanism == "GSSAPI":
-        return ldap.sasl.gssapi(authz_id)
-    if mechanism not in _SECRET_MECHANISMS:
-        known = ", ".join(["EXTERNAL", "GSSAPI", *sorted(_SECRET_MECHANISMS)])
-        raise ValueError(
-            f"SASL mechanism {mechanism!r} is not one the python-ldap driver can do ({known})"
-        )
-    if not sasl.user or sasl.secret is None:
-        raise ValueError(f"SASL {mechanism} needs Sasl.user and Sasl.secret")
-    values = {
-        ldap.sasl.CB_AUTHNAME: sasl.user,
-        ldap.sasl.CB_PASS: sasl.secret(),
-        ldap.sasl.CB_USER: authz_id,
-    }
-    return ldap.sasl.sasl(values, mechanism)
-
-
-def _is_ldap_object(cls: object) -> bool:
-    if not isinstance(cls, type):
-        raise TypeError(f"connector_cls must be a class, not {type(cls).__name__}")
-    return issubclass(cls, BASE)
-
-
-_MIXED: dict[type[Any], type[StateConnector]] = {}
-
-
-def _state_connector_class(cls: type[Any] | None) -> type[StateConnector]:
-    """The class to build: StateConnector's own, or mixed under another LDAPObject's."""
-    if cls is None or issubclass(cls, StateConnector):
-        return cls or StateConnector
-    if issubclass(cls, ldap.ldapobject.ReconnectLDAPObject):
-        raise TypeError(
-            f"connector_cls: {cls.__qualname__} is a ReconnectLDAPObject, which reconnects "
-            "and replays writes on its own; derive it from ldappool.StateConnector instead"
-        )
-    mixed = _MIXED.get(cls)
-    if mixed is None:  # the class's own methods first, StateConnector's under them
-        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
-        mixed = _MIXED[cls] = type(cls.__name__, (cls, StateConnector), namespace)
-    return mixed
-
-
-def _default_trust() -> tuple[str | None, str | None]:
-    """The CA file or directory libldap would use by default, else the system's.
-
-    A connection's own TLS context starts empty, not from ldap.conf: without this,
-    verify=True with no ca_file would trust nothing. One file beats a directory:
-    GnuTLS would parse every file in /etc/ssl/certs.
-    """
-    ca_file = ldap.get_option(ldap.OPT_X_TLS_CACERTFILE)
-    ca_dir = ldap.get_option(ldap.OPT_X_TLS_CACERTDIR)
-    if not (ca_file or ca_dir):
-        paths = ssl.get_default_verify_paths()
-        ca_file, ca_dir = paths.cafile, paths.capath
-    return (ca_file, None) if ca_file else (None, ca_dir)
-
-
 def _errno(error: BaseException) -> int | None:
     details = error.args[0] if error.args else None
     value = details.get("errno") if isinstance(details, dict) else None
     return value if isinstance(value, int) else None
-
-
-def _listed(attributes: object) -> frozenset[str]:
-    """supportedControl's values from a search result's attributes (any case)."""
-    if not isinstance(attributes, dict):
-        return frozenset()
-    for name, values in attributes.items():
-        if name.lower() == "supportedcontrol":
-            return frozenset(v.decode("ascii", "replace") for v in values)
-    return frozenset()
