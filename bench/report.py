@@ -484,18 +484,17 @@ each attempt cost exactly one bind (1.000 binds per attempt), that is 1.000 too.
 {figures}
 
 Why ``authenticate()`` stays below the limit on python-ldap, from profiles made while
-writing this (steps taking turns in one process, as in ``bench/hot_path.py``): a bare
-pool (a lock, a list of 8 pre-bound connections, a ``with`` block) around the same
-``simple_bind_s`` measured 0.98 of the limit, so a pool can meet the target; ldappool 4
-measured 0.5-0.6. Per check it costs slapd about 20 us more CPU (slapd 2.5 spends that
-on a bind carrying any request control, here the password policy one, although the
-policy overlay is not loaded), and the client about 30 us more (one thread, cold
-caches): ~11 us in the driver's ``check_password`` (three calls into libldap where
-``simple_bind_s`` makes two, each taking python-ldap's lock and releasing the GIL), ~15
-us in the gate and the checkout (four takes of the pool's lock, and a waiter with a
-lock of its own even when the gate is open), ~3 us in the manager, ~16 us more for a
-refused password (its exception, also the driver's class, is built). With 8 threads
-sharing 2 cores with slapd, all of it comes off the throughput.
+writing this (8 threads, 1 s turns taking turns in one process). The policy control is
+sent only to servers whose root DSE lists it (this slapd does not: with it, slapd 2.5
+spends ~20 us more CPU on each bind); the driver's check is two calls into libldap like
+``simple_bind_s``, with prebuilt control tuples, and a bare pool (a lock, a list of 8
+connections) around that same check measured 0.93-1.07 of the limit, 0.84-0.97 with the
+socket liveness look added. The rest is the pool's own Python per check, ~4-5 us in one
+thread (passing the gate and taking a kept connection under one hold of the pool's
+lock, checking it in and leaving the gate under another, the result object): with 8
+threads, 2 cores shared with slapd and the GIL, it comes off the throughput (0.62-0.73
+for the runner alone). The pool's lock is not the cause: counted, 0 of 273,000 takes
+found it held.
 
 Alone, about 30 seconds (prints the table and these lines, writes
 ``bench/results/storm-*.json``, leaves this page alone)::
