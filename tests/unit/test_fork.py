@@ -73,3 +73,22 @@ def test_connection_lent_across_fork_is_abandoned_at_checkin_in_child(
     assert run_in_child(child) == "abandoned=True closed=False len=0"
     lease.__exit__(None, None, None)
     assert len(cm) == 1
+
+
+def test_the_upkeep_thread_starts_anew_in_the_child(make_cm: MakeCM, driver: FakeDriver) -> None:
+    cm = make_cm(min_size=2)
+    cm.open(wait=True)
+    keeper = cm._pool._upkeep
+    assert keeper.running
+
+    def child() -> str:
+        before = keeper.running  # the parent's thread does not exist here
+        with cm.connection() as conn:  # the child's first connection starts its own
+            conn.search()
+        return f"before={before} after={keeper.running} len={len(cm)}"
+
+    report = run_in_child(child)
+    assert report.startswith("before=False after=True len=")
+    assert keeper.running  # the parent's thread is untouched
+    cm.close()
+    assert not keeper.running
