@@ -502,6 +502,17 @@ def test_ldap_call_keeps_python_ldaps_trace_when_tracing(
     assert conn.identity_changed()  # a timed-out request may still be answered
 
 
+def test_ldap_call_keeps_the_lock_trace_at_python_ldaps_module_level(
+    wire: tuple[PythonLdapConnection, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn, _ = wire
+    trace = io.StringIO()
+    monkeypatch.setattr(ldap, "_trace_level", ldap.LDAPLock._min_trace_level)
+    monkeypatch.setattr(ldap, "_trace_file", trace)
+    assert conn.native._ldap_call(lambda: "answer") == "answer"
+    assert ".acquire()" in trace.getvalue() and ".release()" in trace.getvalue()
+
+
 def test_search_ext_s_does_what_python_ldaps_does(
     bound_wire: tuple[PythonLdapConnection, socket.socket],
 ) -> None:

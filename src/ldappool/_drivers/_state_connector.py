@@ -21,6 +21,8 @@ from ldappool._drivers._shared import PAGED_RESULTS, LentState
 __all__ = ["BASE", "StateConnector", "continues_paging"]
 
 BASE = ldap.ldapobject.SimpleLDAPObject
+#: python-ldap's module trace level from which LDAPLock writes a line per lock taken.
+_LOCK_TRACE_LEVEL = ldap.LDAPLock._min_trace_level
 # What a read raises when its connection is gone: the pool may reconnect and retry it.
 _LOST_ERRORS = (ldap.SERVER_DOWN, ldap.UNAVAILABLE)
 
@@ -171,23 +173,23 @@ class StateConnector(LentState, ldap.ldapobject.SimpleLDAPObject):  # type: igno
         twice per search): same lock, same ``info`` from ``errno``; with python-ldap's
         tracing on, the base's own version runs, for its trace lines.
         """
-        if self._trace_level:
+        if self._trace_level or ldap._trace_level >= _LOCK_TRACE_LEVEL:
             try:
                 return BASE._ldap_call(self, func, *args, **kwargs)
             except (ldap.SERVER_DOWN, ldap.TIMEOUT):
                 self.__dict__["_ldappool_lost"] = True
                 raise
-        lock = self._ldap_object_lock
-        lock.acquire()
-        try:
-            return func(*args, **kwargs)
-        except ldap.LDAPError as error:
-            if isinstance(error, (ldap.SERVER_DOWN, ldap.TIMEOUT)):
-                self.__dict__["_ldappool_lost"] = True
-            _explain_errno(error)
-            raise
-        finally:
-            lock.release()
+        # The threading lock inside python-ldap's LDAPLock: its acquire() and release()
+        # only add trace lines (at the module trace level above), two Python frames a
+        # call, twice per operation.
+        with self._ldap_object_lock._lock:
+            try:
+                return func(*args, **kwargs)
+            except ldap.LDAPError as error:
+                if isinstance(error, (ldap.SERVER_DOWN, ldap.TIMEOUT)):
+                    self.__dict__["_ldappool_lost"] = True
+                _explain_errno(error)
+                raise
 
 
 def _explain_errno(error: Exception) -> None:
