@@ -41,7 +41,7 @@ class Gate:
     def leave(self) -> None:
         """A check is done: its place goes to the oldest queued check, if any."""
         self.inside -= 1
-        self._let_in()
+        self.let_in()
 
     def cancel(self, waiter: Waiter) -> None:
         """A queued check gives up (time out, interruption); if it had been let in
@@ -56,7 +56,7 @@ class Gate:
         """A new limit: more room lets queued checks in now; less takes effect as
         checks leave."""
         self.limit = limit
-        self._let_in()
+        self.let_in()
 
     def fail_all(self, error: BaseException) -> None:
         """Wake every queued check with ``error`` (the pool is closing)."""
@@ -65,7 +65,8 @@ class Gate:
             waiter.wake()
         self.waiters.clear()
 
-    def _let_in(self) -> None:
+    def let_in(self) -> None:
+        """Let the oldest queued checks in while there is room."""
         while self.waiters and self.inside < self.limit:
             waiter = self.waiters.popleft()
             self.inside += 1
