@@ -9,9 +9,7 @@
   whether a caller gave up on one midway;
 - :class:`Holdings`: what is lent for each connection (the driver's awaitable object,
   or :class:`AsyncNative` when the driver offers nothing better), made once per
-  connection;
-- :class:`Origins`: where each lent slot was checked out, for ``warn_held_after``;
-- :class:`MachineState`: the pool's settings and snapshot, read from the machine.
+  connection.
 """
 
 from __future__ import annotations
@@ -19,28 +17,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import math
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from ldappool._clock import Clock
 from ldappool._core.machine import PoolMachine
-from ldappool._core.slots import Slot, SlotView
+from ldappool._core.slots import Slot
 from ldappool._core.waiting import Waiter
 from ldappool._events import Events
 from ldappool._identity import Credentials
 from ldappool._port import Connection, Driver
 from ldappool._slot_io import SlotIO, SlotOwner
-from ldappool._stats import Stats
 
-__all__ = ["AsyncNative", "FutureWaiter", "Holdings", "Jobs", "MachineState", "Origins", "Workers"]
-
-log = logging.getLogger("ldappool")
+__all__ = ["AsyncNative", "FutureWaiter", "Holdings", "Jobs", "Workers"]
 
 
 class FutureWaiter(Waiter):
@@ -281,93 +274,3 @@ class Holdings:
         lent = aio(conn, timeout=self._timeout, recover=recover, run=jobs) if aio else None
         found = self.lent[slot.number] = (conn, lent or AsyncNative(conn.native, jobs), jobs)
         return found
-
-
-class Origins:
-    """Where each lent slot was checked out, while ``warn_held_after`` is set; named in
-    a warning when a checkout waits on holders that kept theirs too long."""
-
-    def __init__(self, lock: Callable[[], threading.Lock]) -> None:
-        self._lock = lock
-        self.limit: float | None = None
-        self.found: dict[Slot, str] = {}
-
-    def record(self, slot: Slot) -> None:
-        """The checkout's stack, without the frames of the pool (and the lease)."""
-        origin = "".join(traceback.format_stack(limit=13)[:-4])
-        with self._lock():
-            self.found[slot] = origin
-
-    def overdue(self, slots: list[Slot]) -> list[tuple[Slot, str]]:
-        """(Lock held.) The holders of these slots not named yet."""
-        named = [(s, self.found.pop(s, "")) for s in slots]
-        return [(slot, origin) for slot, origin in named if origin]
-
-    def warn(self, holders: list[tuple[Slot, str]], now: float) -> None:
-        limit = self.limit
-        for slot, origin in holders:
-            if limit is not None:
-                log.warning(
-                    "slot %d checked out for %.1fs (longer than warn_held_after=%gs), from:\n%s",
-                    slot.number,
-                    now - slot.lent_at,
-                    limit,
-                    origin,
-                )
-
-    def at_checkin(self, slot: Slot, now: float) -> None:
-        """A holder coming back late, not named yet: name it now."""
-        with self._lock():
-            origin = self.found.pop(slot, None)
-        limit = self.limit
-        if origin and limit is not None and now - slot.lent_at > limit:
-            self.warn([(slot, origin)], now)
-
-
-class MachineState:
-    """The runner's settings that live in the machine, and its snapshot."""
-
-    _machine: PoolMachine
-    _lock: threading.Lock
-
-    @property
-    def size(self) -> int:
-        return self._machine.size
-
-    @property
-    def closed(self) -> bool:
-        return self._machine.closed
-
-    @property
-    def pool_timeout(self) -> float | None:
-        return self._machine.pool_timeout
-
-    @pool_timeout.setter
-    def pool_timeout(self, seconds: float | None) -> None:
-        self._machine.pool_timeout = seconds
-
-    @property
-    def min_size(self) -> int:
-        return self._machine.min_size
-
-    @property
-    def auth_size(self) -> int | None:
-        return self._machine.auth_size
-
-    @auth_size.setter
-    def auth_size(self, auth_size: int | None) -> None:
-        with self._lock:
-            self._machine.set_auth_size(auth_size)
-
-    @property
-    def handoff_after(self) -> float:
-        return self._machine.handoff_after
-
-    @handoff_after.setter
-    def handoff_after(self, seconds: float) -> None:
-        with self._lock:
-            self._machine.handoff_after = seconds
-
-    def snapshot(self) -> tuple[list[SlotView], Stats]:
-        with self._lock:
-            return self._machine.snapshot()

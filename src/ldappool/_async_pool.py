@@ -18,106 +18,47 @@ checkout waits and where the I/O runs:
   running the native object's methods in the worker threads.
 
 Every machine call is made under one ``threading.Lock``: the worker threads and the
-upkeep thread report to the machine too. Holding it is a matter of microseconds.
+upkeep thread report to the machine too. Holding it is a matter of microseconds. What
+does not wait is shared with the threaded runner (:mod:`ldappool._runner`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-import threading
-import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from ldappool import _fork
-from ldappool._async_io import (
-    AsyncNative,
-    FutureWaiter,
-    Holdings,
-    Jobs,
-    MachineState,
-    Origins,
-    Workers,
-)
+from ldappool._async_io import AsyncNative, FutureWaiter, Holdings, Jobs, Workers
 from ldappool._clock import Clock
-from ldappool._core.machine import PoolMachine
 from ldappool._core.slots import Slot, Step
 from ldappool._dialer import Dialer
-from ldappool._errors import MaxConnectionReachedError
-from ldappool._events import Event, EventKind
-from ldappool._identity import PASSWORD_CHECKS, Credentials, Identity
-from ldappool._policies import LifetimePolicy
+from ldappool._events import EventKind
+from ldappool._identity import PASSWORD_CHECKS, Credentials
 from ldappool._port import BindAnswer, Connection, Server
-from ldappool._slot_io import SlotIO
-from ldappool._upkeep import Upkeep
+from ldappool._runner import BaseRunner
 
 __all__ = ["MAX_WORKERS", "AsyncPool"]
 
-log = logging.getLogger("ldappool")
-
 #: The most worker threads of one pool (fewer for a smaller ``size``).
 MAX_WORKERS = 8
-#: Seconds between two rounds of the upkeep thread (less with a shorter keepalive).
-UPKEEP_INTERVAL = 1.0
 
-_LEND, _KEEP, _CLOSE = Step.LEND, Step.KEEP, Step.CLOSE
+_LEND, _KEEP = Step.LEND, Step.KEEP
 
 
-class AsyncPool(MachineState):
+class AsyncPool(BaseRunner):
     """Lends bound connections out of ``size`` slots to any number of asyncio tasks."""
 
-    def __init__(
-        self,
-        dialer: Dialer,
-        *,
-        size: int,
-        lifetime: LifetimePolicy,
-        pool_timeout: float | None,
-        reuse: bool,
-        clock: Clock,
-        warn_held_after: float | None = None,
-        handoff_after: float = 0.05,
-        auth_size: int | None = None,
-        min_size: int = 0,
-        keepalive: float | None = None,
-        default: Callable[[], Credentials | None] = lambda: None,
-    ) -> None:
-        self._machine = machine = PoolMachine(
-            auth_size=auth_size,
-            min_size=min_size,
-            size=size,
-            lifetime=lifetime,
-            reuse=reuse,
-            handoff_after=handoff_after,
-            pool_timeout=pool_timeout,
-        )
-        self._lock = threading.Lock()
-        self._now = clock.monotonic
-        dialer.count = self._count
+    def __init__(self, dialer: Dialer, *, clock: Clock, **options: Any) -> None:
+        """``options``: those of :class:`~ldappool._runner.BaseRunner`."""
+        super().__init__(dialer, clock=clock, **options)
         self._check = getattr(dialer.driver, "aio_check_password", None)
-        self._classify = dialer.driver.classify
-        self._events = dialer.events
-        self._io = SlotIO(machine, self._lock, dialer, clock)
-        self._origins = Origins(lambda: self._lock)
-        self._origins.limit = warn_held_after
         lent: dict[int, tuple[Connection, Any, Jobs]] = {}
-        workers = min(size, MAX_WORKERS)
-        self._workers = Workers(machine, self._io, self._events, clock, workers, lent)
+        workers = min(self._machine.size, MAX_WORKERS)
+        self._workers = Workers(self._machine, self._io, self._events, clock, workers, lent)
         timeout = dialer.settings.timeout
         self._holdings = Holdings(dialer.driver, self._io, self._workers, timeout, lent)
-        self._upkeep = Upkeep(
-            self,
-            machine,
-            self._io,
-            clock,
-            default=default,
-            keepalive=keepalive,
-            interval=UPKEEP_INTERVAL if keepalive is None else min(UPKEEP_INTERVAL, keepalive / 2),
-        )
-        self._background = min_size > 0 or keepalive is not None
         _fork.watch(self)
 
     # -- checkout --------------------------------------------------------------------
@@ -127,15 +68,16 @@ class AsyncPool(MachineState):
         blocking the loop) up to ``deadline``, by default ``pool_timeout`` from now."""
         now = self._now()
         with self._lock:
-            slot = self._machine.request(credentials, now)
+            slot = self._request(credentials, now)
             if slot is None:
-                waiter, overdue = self._queue(credentials, now)
+                waiter = FutureWaiter(credentials, now)
+                overdue = self._queue(waiter, now)
         if slot is None:
             if self._events.listeners:
                 self._emit(EventKind.WAIT_STARTED, None, credentials.who)
-            self._origins.warn(overdue, now)
+            self._warn_overdue(overdue, now)
             slot = await self._wait(waiter, self._deadline() if math.isnan(deadline) else deadline)
-        elif slot.step is _LEND and self._origins.limit is None:
+        elif slot.step is _LEND and self.warn_held_after is None:
             conn = slot.conn
             if conn is not None and conn.looks_alive():  # the common case ends here
                 if self._events.listeners:
@@ -145,17 +87,6 @@ class AsyncPool(MachineState):
         if self._events.listeners:
             self._emit(EventKind.CHECKED_OUT, slot, credentials.who, self._now() - now)
         return slot
-
-    def _queue(
-        self, credentials: Credentials, now: float
-    ) -> tuple[FutureWaiter, list[tuple[Slot, str]]]:
-        """Queue a checkout on a full pool (lock held); and the holders to warn about."""
-        waiter = FutureWaiter(credentials, now)
-        self._machine.enqueue(waiter)
-        limit = self._origins.limit
-        if limit is None:
-            return waiter, []
-        return waiter, self._origins.overdue(self._machine.overdue(now, limit))
 
     async def _prepare(self, slot: Slot, credentials: Credentials) -> Slot:
         """Carry out the slot's step in a worker thread; on failure the slot goes back.
@@ -175,8 +106,8 @@ class AsyncPool(MachineState):
             else:
                 job.add_done_callback(partial(self._unprepared, slot))
             raise
-        if self._origins.limit is not None:
-            self._origins.record(slot)
+        if self.warn_held_after is not None:
+            self._record(slot)
         return slot
 
     def _unprepared(self, slot: Slot, job: asyncio.Future[None]) -> None:
@@ -185,12 +116,8 @@ class AsyncPool(MachineState):
         with self._lock:
             now = self._now()
             step = self._machine.failed(slot, now) if failed else self._machine.checkin(slot, now)
-        if step is _CLOSE:
-            self._workers.close_later(slot)
-
-    def _deadline(self) -> float:
-        timeout = self._machine.pool_timeout
-        return math.inf if timeout is None else time.monotonic() + timeout
+        if step is Step.CLOSE:
+            self._close(slot)
 
     async def _wait(self, waiter: FutureWaiter, deadline: float) -> Slot:
         """Wait until a slot is handed over, or woken, until one is found or time is up;
@@ -205,12 +132,7 @@ class AsyncPool(MachineState):
                 if slot is not None:
                     return slot
         except BaseException as exc:
-            with self._lock:
-                slot, step = self._machine.cancel(waiter, self._now())
-            if step is _CLOSE and slot is not None:
-                self._workers.close_later(slot)
-            if isinstance(exc, MaxConnectionReachedError) and self._events.listeners:
-                self._emit(EventKind.WAIT_TIMED_OUT, None, waiter.credentials.who)
+            self._cancel(waiter, exc)
             raise
 
     # -- what is lent ------------------------------------------------------------------
@@ -231,25 +153,14 @@ class AsyncPool(MachineState):
             conn.identity_changed() or (jobs is not None and jobs.interrupted)
         )
         now = self._now()
-        if self._origins.found:
-            self._origins.at_checkin(slot, now)
+        if self._origins:
+            self._warn_at_checkin(slot, now)
         if self._events.listeners:
             self._checked_in(slot, now)
         with self._lock:
-            step = self._machine.checkin(slot, now, lost, changed)
-        if step is _CLOSE:
-            if lost:
-                log.info(
-                    "slot %d: connection to %s lost in use: %r", slot.number, slot.server, error
-                )
-            self._workers.close_after(slot, jobs)
-        elif step is Step.ABANDON and conn is not None:
-            conn.abandon()
-
-    def _checked_in(self, slot: Slot, now: float) -> None:
-        credentials = slot.credentials
-        who = credentials.who if credentials is not None else None
-        self._emit(EventKind.CHECKED_IN, slot, who, now - slot.lent_at)
+            step = self._return(slot, now, lost, changed)
+        if step is not _KEEP:
+            self._carry_out(slot, conn, step, error if lost else None)
 
     # -- password checks -------------------------------------------------------------
 
@@ -275,7 +186,7 @@ class AsyncPool(MachineState):
                     slot.step is not _LEND
                     or conn is None
                     or not conn.looks_alive()
-                    or self._origins.limit is not None
+                    or self.warn_held_after is not None
                 ):
                     slot = await self._prepare(slot, PASSWORD_CHECKS)
                 if self._events.listeners:
@@ -301,22 +212,6 @@ class AsyncPool(MachineState):
         self._end_check(slot, lost=False)
         return answer, server
 
-    def _end_check(self, slot: Slot, *, lost: bool) -> None:
-        """Check a password check's slot in and leave the gate, under one lock hold."""
-        conn = slot.conn
-        jobs = self._holdings.jobs(slot)
-        now = self._now()
-        if self._origins.found:
-            self._origins.at_checkin(slot, now)
-        if self._events.listeners:
-            self._checked_in(slot, now)
-        with self._lock:
-            step = self._machine.end_check(slot, now, lost=lost)
-        if step is _CLOSE:
-            self._workers.close_after(slot, jobs)
-        elif step is Step.ABANDON and conn is not None:
-            conn.abandon()
-
     async def _wait_at_gate(self, waiter: FutureWaiter, deadline: float) -> None:
         try:
             while True:
@@ -331,41 +226,26 @@ class AsyncPool(MachineState):
 
     # -- closing, in the worker threads --------------------------------------------------
 
+    def _close(self, slot: Slot) -> None:
+        """Close a slot's connection (CLOSE) in a worker thread."""
+        self._workers.close_later(slot)
+
+    def _close_returned(self, slot: Slot) -> None:
+        """Close a slot checked in to be closed, once the call running on it is over."""
+        self._workers.close_after(slot, self._holdings.jobs(slot))
+
     def close_slot(self, slot: Slot) -> None:
         """Close a slot's connection the machine said to CLOSE (the upkeep's thread)."""
         self._workers.close(slot)
 
-    @property
-    def lock(self) -> threading.Lock:
-        """The pool's lock (replaced in a forked child)."""
-        return self._lock
-
     # -- maintenance -----------------------------------------------------------------
-
-    def purge(self, match: Callable[[Identity], bool]) -> int:
-        """Drop connections whose identity ``match`` accepts: idle ones are closed (in the
-        worker threads) now, lent ones at checkin. Returns how many idle ones."""
-        with self._lock:
-            doomed = self._machine.purge(match)
-        for slot in doomed:
-            self._workers.close_later(slot)
-        return len(doomed)
-
-    def resize(self, size: int) -> int:
-        """Change the cap; idle connections over it are closed now, lent ones at checkin."""
-        with self._lock:
-            doomed = self._machine.resize(size, self._now())
-        for slot in doomed:
-            self._workers.close_later(slot)
-        return len(doomed)
 
     async def close(self) -> None:
         """Refuse new checkouts, fail waiters with PoolClosedError, close idle connections,
         stop the upkeep thread; return once the closes are done."""
         with self._lock:
             doomed = self._machine.close()
-        for slot in doomed:
-            self._workers.close_later(slot)
+        self._close_each(doomed)
         if self._upkeep.running:
             await asyncio.to_thread(self._upkeep.stop)
         else:
@@ -393,30 +273,6 @@ class AsyncPool(MachineState):
     def after_fork_in_child(self) -> None:
         """Forget the parent's connections without touching their sockets; the parent's
         worker threads do not exist here: new ones on first need."""
-        self._lock = self._io.lock = threading.Lock()
-        self._origins.found = {}
         self._holdings.lent.clear()
         self._workers.forked()
-        self._upkeep.after_fork_in_child()
-        for conn in self._machine.forked():
-            conn.abandon()
-
-    # -- events, state -----------------------------------------------------------------
-
-    def _emit(
-        self, kind: EventKind, slot: Slot | None, dn: str | None, duration: float | None = None
-    ) -> None:
-        server = slot.server if slot is not None else None
-        self._events.emit(
-            Event(
-                kind,
-                slot=slot.number if slot is not None else None,
-                server=str(server) if server else None,
-                dn=dn,
-                duration=duration,
-            )
-        )
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self._machine.count(name)
+        super().after_fork_in_child()

@@ -4,38 +4,26 @@ Each machine call happens under one lock and is cheap (:mod:`ldappool._core.mach
 every I/O it decides on (connect, bind, socket check, ping, unbind) runs after the lock
 is released, on a slot the calling thread holds (:mod:`ldappool._slot_io`). A checkout
 waiting on a full pool blocks on its own lock, released when the machine wakes it.
+What does not wait is shared with the asyncio runner (:mod:`ldappool._runner`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
-import traceback
-from collections.abc import Callable
+from typing import Any
 
 from ldappool import _fork
-from ldappool._clock import Clock
-from ldappool._core.machine import PoolMachine
-from ldappool._core.slots import Slot, SlotView, Step
+from ldappool._core.slots import Slot, Step
 from ldappool._core.waiting import Waiter
 from ldappool._dialer import Dialer
-from ldappool._errors import MaxConnectionReachedError
-from ldappool._events import Event, EventKind
-from ldappool._identity import PASSWORD_CHECKS, Credentials, Identity
-from ldappool._policies import LifetimePolicy
-from ldappool._port import BindAnswer, Connection, Server
-from ldappool._slot_io import SlotIO
-from ldappool._stats import Stats
-from ldappool._upkeep import Upkeep
+from ldappool._events import EventKind
+from ldappool._identity import PASSWORD_CHECKS, Credentials
+from ldappool._port import BindAnswer, Server
+from ldappool._runner import BaseRunner
 
 __all__ = ["ThreadedPool"]
-
-log = logging.getLogger("ldappool")
-
-#: Seconds between two rounds of the upkeep thread (less with a shorter keepalive).
-UPKEEP_INTERVAL = 1.0
 
 _LEND, _KEEP, _CLOSE = Step.LEND, Step.KEEP, Step.CLOSE
 
@@ -60,57 +48,12 @@ class _ThreadWaiter(Waiter):
         return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
 
 
-class ThreadedPool:
+class ThreadedPool(BaseRunner):
     """Lends bound connections out of ``size`` slots to any number of threads."""
 
-    def __init__(
-        self,
-        dialer: Dialer,
-        *,
-        size: int,
-        lifetime: LifetimePolicy,
-        pool_timeout: float | None,
-        reuse: bool,
-        clock: Clock,
-        warn_held_after: float | None = None,
-        handoff_after: float = 0.05,
-        auth_size: int | None = None,
-        min_size: int = 0,
-        keepalive: float | None = None,
-        default: Callable[[], Credentials | None] = lambda: None,
-    ) -> None:
-        self._machine = PoolMachine(
-            auth_size=auth_size,
-            min_size=min_size,
-            size=size,
-            lifetime=lifetime,
-            reuse=reuse,
-            handoff_after=handoff_after,
-            pool_timeout=pool_timeout,
-        )
-        self._lock = threading.Lock()
-        self._now = clock.monotonic
-        # The machine's two hot-path methods, looked up once.
-        self._request = self._machine.request
-        self._return = self._machine.checkin
-        dialer.count = self._count  # its outcomes land in this pool's stats
-        self._classify = dialer.driver.classify
-        self._events = dialer.events
-        self._io = SlotIO(self._machine, self._lock, dialer, clock)
-        self.warn_held_after = warn_held_after
-        #: Where each lent slot was checked out, while ``warn_held_after`` is set.
-        self._origins: dict[Slot, str] = {}
-        self._upkeep = Upkeep(
-            self,
-            self._machine,
-            self._io,
-            clock,
-            default=default,
-            keepalive=keepalive,
-            interval=UPKEEP_INTERVAL if keepalive is None else min(UPKEEP_INTERVAL, keepalive / 2),
-        )
-        #: Whether the upkeep thread runs (started with the first connection opened).
-        self._background = min_size > 0 or keepalive is not None
+    def __init__(self, dialer: Dialer, **options: Any) -> None:
+        """``options``: those of :class:`~ldappool._runner.BaseRunner`."""
+        super().__init__(dialer, **options)
         _fork.watch(self)
 
     # -- checkout --------------------------------------------------------------------
@@ -125,7 +68,8 @@ class ThreadedPool:
         with self._lock:
             slot = self._request(credentials, now)
             if slot is None:
-                waiter, overdue = self._queue(credentials, now)
+                waiter = _ThreadWaiter(credentials, now)
+                overdue = self._queue(waiter, now)
         if slot is None:
             if self._events.listeners:
                 self._emit(EventKind.WAIT_STARTED, None, credentials.who)
@@ -142,18 +86,6 @@ class ThreadedPool:
             self._emit(EventKind.CHECKED_OUT, slot, credentials.who, self._now() - now)
         return slot
 
-    def _queue(
-        self, credentials: Credentials, now: float
-    ) -> tuple[_ThreadWaiter, list[tuple[Slot, str]]]:
-        """Queue a checkout on a full pool (lock held); and the holders to warn about."""
-        waiter = _ThreadWaiter(credentials, now)
-        self._machine.enqueue(waiter)
-        limit = self.warn_held_after
-        if limit is None:
-            return waiter, []
-        overdue = [(s, self._origins.pop(s, "")) for s in self._machine.overdue(now, limit)]
-        return waiter, [(slot, origin) for slot, origin in overdue if origin]
-
     def _prepare(self, slot: Slot, credentials: Credentials) -> Slot:
         """Carry out the slot's step; on failure the slot goes back (nothing leaks)."""
         if self._background and not self._upkeep.running:
@@ -167,16 +99,8 @@ class ThreadedPool:
                 self._close(slot)
             raise
         if self.warn_held_after is not None:
-            # Without this frame and the two above it (checkout, Lease.__enter__).
-            origin = "".join(traceback.format_stack(limit=12)[:-3])
-            with self._lock:
-                self._origins[slot] = origin
+            self._record(slot)
         return slot
-
-    def _deadline(self) -> float:
-        """When a checkout starting now stops waiting (``time.monotonic()``)."""
-        timeout = self._machine.pool_timeout
-        return math.inf if timeout is None else time.monotonic() + timeout
 
     def _wait(self, waiter: _ThreadWaiter, deadline: float) -> Slot:
         """Sleep until a slot is handed over, or woken, until one is found or time is up."""
@@ -192,26 +116,8 @@ class ThreadedPool:
                     return slot
                 timeout = _left(deadline)
         except BaseException as exc:  # KeyboardInterrupt, time out...: lose no slot
-            with self._lock:
-                slot, step = self._machine.cancel(waiter, self._now())
-            if step is _CLOSE and slot is not None:
-                self._close(slot)
-            if isinstance(exc, MaxConnectionReachedError) and self._events.listeners:
-                self._emit(EventKind.WAIT_TIMED_OUT, None, waiter.credentials.who)
+            self._cancel(waiter, exc)
             raise
-
-    def _warn_overdue(self, holders: list[tuple[Slot, str]], now: float) -> None:
-        """Name the holders that kept their connection too long (once per checkout)."""
-        limit = self.warn_held_after
-        for slot, origin in holders:
-            if limit is not None:
-                log.warning(
-                    "slot %d checked out for %.1fs (longer than warn_held_after=%gs), from:\n%s",
-                    slot.number,
-                    now - slot.lent_at,
-                    limit,
-                    origin,
-                )
 
     # -- checkin ---------------------------------------------------------------------
 
@@ -230,35 +136,9 @@ class ThreadedPool:
         if step is not _KEEP:
             self._carry_out(slot, conn, step, error if lost else None)
 
-    def _checked_in(self, slot: Slot, now: float) -> None:
-        credentials = slot.credentials
-        who = credentials.who if credentials is not None else None
-        self._emit(EventKind.CHECKED_IN, slot, who, now - slot.lent_at)
-
-    def _carry_out(
-        self, slot: Slot, conn: Connection | None, step: Step, lost: BaseException | None
-    ) -> None:
-        """What the machine said at checkin: CLOSE the connection, or ABANDON it."""
-        if step is _CLOSE:
-            if lost is not None:
-                log.info(
-                    "slot %d: connection to %s lost in use: %r", slot.number, slot.server, lost
-                )
-            self._close(slot)
-        elif step is Step.ABANDON and conn is not None:
-            conn.abandon()
-
-    def _warn_at_checkin(self, slot: Slot, now: float) -> None:
-        """A holder coming back late, not named yet: name it now."""
-        with self._lock:
-            origin = self._origins.pop(slot, None)
-        limit = self.warn_held_after
-        if origin and limit is not None and now - slot.lent_at > limit:
-            self._warn_overdue([(slot, origin)], now)
-
     def _close(self, slot: Slot) -> None:
-        """Close the connection of a slot the machine said to CLOSE, then free the slot:
-        only once the server has been told, so ``size`` holds as the server counts."""
+        """Close the connection of a slot the machine said to CLOSE, now, then free the
+        slot: only once the server has been told, so ``size`` holds as the server counts."""
         conn, server, identity = slot.conn, slot.server, slot.identity
         if conn is not None:
             conn.close()  # never raises
@@ -267,24 +147,8 @@ class ThreadedPool:
         if conn is not None:
             self._events.closed(slot.number, server, identity.dn if identity else None, slot.why)
 
-    def _emit(
-        self, kind: EventKind, slot: Slot | None, dn: str | None, duration: float | None = None
-    ) -> None:
-        """Tell the listeners (only called when there are some)."""
-        server = slot.server if slot is not None else None
-        self._events.emit(
-            Event(
-                kind,
-                slot=slot.number if slot is not None else None,
-                server=str(server) if server else None,
-                dn=dn,
-                duration=duration,
-            )
-        )
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self._machine.count(name)
+    #: The upkeep's closes are the same, in its thread.
+    close_slot = _close
 
     # -- password checks -------------------------------------------------------------
 
@@ -338,19 +202,6 @@ class ThreadedPool:
         self._end_check(slot, lost=False)
         return answer, server
 
-    def _end_check(self, slot: Slot, *, lost: bool) -> None:
-        """Check a password check's slot in and leave the gate, under one lock hold."""
-        conn = slot.conn
-        now = self._now()
-        if self._origins:
-            self._warn_at_checkin(slot, now)
-        if self._events.listeners:
-            self._checked_in(slot, now)
-        with self._lock:
-            step = self._machine.end_check(slot, now, lost=lost)
-        if step is not _KEEP:
-            self._carry_out(slot, conn, step, None)
-
     def _wait_at_gate(self, waiter: _ThreadWaiter, deadline: float) -> None:
         """Sleep until the gate lets this password check in, or time is up."""
         try:
@@ -366,32 +217,13 @@ class ThreadedPool:
 
     # -- maintenance -----------------------------------------------------------------
 
-    def purge(self, match: Callable[[Identity], bool]) -> int:
-        """Drop connections whose identity ``match`` accepts; return how many idle ones
-        were closed now (lent ones close at checkin)."""
-        with self._lock:
-            doomed = self._machine.purge(match)
-        for slot in doomed:
-            self._close(slot)
-        return len(doomed)
-
-    def resize(self, size: int) -> int:
-        """Change the cap. Growing lets waiters in; shrinking closes idle connections
-        over the new size now (returns how many) and lent ones over it at checkin."""
-        with self._lock:
-            doomed = self._machine.resize(size, self._now())
-        for slot in doomed:
-            self._close(slot)
-        return len(doomed)
-
     def close(self) -> None:
         """Refuse new checkouts, wake waiters with PoolClosedError, close idle connections,
         stop the upkeep thread."""
         with self._lock:
             doomed = self._machine.close()
         self._upkeep.stop()
-        for slot in doomed:
-            self._close(slot)
+        self._close_each(doomed)
 
     def open(self, wait: bool) -> None:
         """Open connections up to ``min_size`` now (``wait``: in this thread, raising the
@@ -405,69 +237,6 @@ class ThreadedPool:
         """Look at every idle connection now (its socket, then a WhoAmI); close the dead
         ones; return how many."""
         return self._upkeep.check()
-
-    def after_fork_in_child(self) -> None:
-        """Forget the parent's connections without touching their sockets."""
-        self._lock = self._io.lock = threading.Lock()
-        self._origins = {}
-        self._upkeep.after_fork_in_child()
-        for conn in self._machine.forked():
-            conn.abandon()
-
-    @property
-    def lock(self) -> threading.Lock:
-        """The pool's lock (replaced in a forked child)."""
-        return self._lock
-
-    def close_slot(self, slot: Slot) -> None:
-        """Close a slot's connection the machine said to CLOSE (for the upkeep)."""
-        self._close(slot)
-
-    # -- state -----------------------------------------------------------------------
-
-    @property
-    def size(self) -> int:
-        return self._machine.size
-
-    @property
-    def closed(self) -> bool:
-        """Whether close() was called: no more checkouts."""
-        return self._machine.closed
-
-    @property
-    def pool_timeout(self) -> float | None:
-        return self._machine.pool_timeout
-
-    @pool_timeout.setter
-    def pool_timeout(self, seconds: float | None) -> None:
-        self._machine.pool_timeout = seconds
-
-    @property
-    def min_size(self) -> int:
-        return self._machine.min_size
-
-    @property
-    def auth_size(self) -> int | None:
-        return self._machine.auth_size
-
-    @auth_size.setter
-    def auth_size(self, auth_size: int | None) -> None:
-        with self._lock:
-            self._machine.set_auth_size(auth_size)
-
-    @property
-    def handoff_after(self) -> float:
-        return self._machine.handoff_after
-
-    @handoff_after.setter
-    def handoff_after(self, seconds: float) -> None:
-        with self._lock:
-            self._machine.handoff_after = seconds
-
-    def snapshot(self) -> tuple[list[SlotView], Stats]:
-        """The occupied slots and the counters, read together under the lock."""
-        with self._lock:
-            return self._machine.snapshot()
 
 
 def _left(deadline: float) -> float | None:

@@ -52,7 +52,7 @@ def next_delay(delay: float, interval: float, ready: bool) -> float:
 
 
 class Host(Protocol):
-    """What the upkeep needs of its pool (``ThreadedPool``)."""
+    """What the upkeep needs of its pool (a runner: ``ldappool._runner.BaseRunner``)."""
 
     @property
     def lock(self) -> threading.Lock: ...
