@@ -35,15 +35,26 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 if __package__:  # imported as bench.aio_worker (type checks, tests)
-    from bench.worker import Crew, Scenario, Target, emit, ours, prebound
+    from bench.worker import (
+        Crew,
+        Scenario,
+        Target,
+        add_target_arguments,
+        emit,
+        ours,
+        prebound,
+        target_of,
+    )
 else:  # run as a script, bench/ is sys.path[0]: no package, whatever the venv
     from worker import (  # type: ignore[import-not-found,no-redef]
         Crew,
         Scenario,
         Target,
+        add_target_arguments,
         emit,
         ours,
         prebound,
+        target_of,
     )
 
 #: The contestants: see :func:`contestant`.
@@ -292,7 +303,7 @@ def versions() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    target = Target(args.uri, args.dn, args.password, args.ca_file)
+    target = target_of(args)
     names: list[str] = args.impl.split(",")
     for name in names:
         if name not in IMPLS:
@@ -314,10 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--burst", type=float, default=0.02, help="seconds per turn (x2.5 with many callers)"
     )
-    parser.add_argument("--uri", required=True)
-    parser.add_argument("--dn", required=True)
-    parser.add_argument("--password", required=True)
-    parser.add_argument("--ca-file", required=True)
+    add_target_arguments(parser)
     run(parser.parse_args(argv))
 
 

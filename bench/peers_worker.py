@@ -29,17 +29,30 @@ from dataclasses import dataclass
 from typing import Any
 
 if __package__:  # imported as bench.peers_worker (type checks, tests)
-    from bench.worker import Crew, Op, Scenario, Target, emit, old, ours, prebound
+    from bench.worker import (
+        Crew,
+        Op,
+        Scenario,
+        Target,
+        add_target_arguments,
+        emit,
+        old,
+        ours,
+        prebound,
+        target_of,
+    )
 else:  # run as a script, bench/ is sys.path[0]: no package, whatever the venv
     from worker import (  # type: ignore[import-not-found,no-redef]
         Crew,
         Op,
         Scenario,
         Target,
+        add_target_arguments,
         emit,
         old,
         ours,
         prebound,
+        target_of,
     )
 
 #: The contestants: see the functions below.
@@ -254,7 +267,7 @@ def versions() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    target = Target(args.uri, args.dn, args.password, args.ca_file)
+    target = target_of(args)
     names: list[str] = args.impl.split(",")
     for name in names:
         if name not in IMPLS:
@@ -280,10 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--burst", type=float, default=0.02, help="seconds per turn (x2.5 with several threads)"
     )
-    parser.add_argument("--uri", required=True)
-    parser.add_argument("--dn", required=True)
-    parser.add_argument("--password", required=True)
-    parser.add_argument("--ca-file", required=True)
+    add_target_arguments(parser)
     run(parser.parse_args(argv))
 
 

@@ -30,7 +30,7 @@ from tests.integration.harness import Slapd
 
 from bench import aio, hot_path, login_storm, peers, pool_micro, report
 from bench.oldvenv import old_python
-from bench.results import DRIVERS, SCENARIOS, Measurements, checks
+from bench.results import DRIVERS, SCENARIOS, Check, Measurements, checks
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "bench" / "worker.py"
@@ -247,24 +247,35 @@ def storm_only(args: argparse.Namespace) -> int:
         storm_saved, versions = login_storm.measure(slapd, old, args.storm_rounds)
     storm = login_storm.Storm(storm_saved)
     results = login_storm.checks(storm)
+    out = _part_saved(
+        "login-storm", "login_storm", storm_saved, versions, login_storm.text_table(storm), results
+    )
+    failed = [c for c in results if c.passed is False]
+    print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
+    print(f"{len(failed)} target(s) failed" if failed else "all targets met")
+    return 1 if failed else 0
+
+
+def _part_saved(
+    name: str, key: str, saved: Any, versions: Any, table: str, results: list[Check]
+) -> Path:
+    """Print one part's table and lines (``--only name``); save its records."""
     print()
-    print(login_storm.text_table(storm))
+    print(table)
     print()
     for check in results:
         print(check.line())
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
         "machine": report.machine(versions),
-        "command": "python -m bench.run --only login-storm",
-        "login_storm": storm_saved,
+        "command": f"python -m bench.run --only {name}",
+        key: saved,
         "checks": [c.line() for c in results],
     }
-    out = RESULTS / f"storm-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    prefix = "storm" if name == "login-storm" else name
+    out = RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(payload, indent=1))
-    failed = [c for c in results if c.passed is False]
-    print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
-    print(f"{len(failed)} target(s) failed" if failed else "all targets met")
-    return 1 if failed else 0
+    return out
 
 
 def peers_only(args: argparse.Namespace) -> int:
@@ -276,20 +287,7 @@ def peers_only(args: argparse.Namespace) -> int:
         saved, versions = peers.measure(slapd, old, args.peer_rounds)
     peer = peers.Peers(saved)
     results = peers.checks(peer)
-    print()
-    print(peers.text_table(peer))
-    print()
-    for check in results:
-        print(check.line())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "machine": report.machine(versions),
-        "command": "python -m bench.run --only peers",
-        "peers": saved,
-        "checks": [c.line() for c in results],
-    }
-    out = RESULTS / f"peers-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(payload, indent=1))
+    out = _part_saved("peers", "peers", saved, versions, peers.text_table(peer), results)
     print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
     return 0
 
@@ -302,20 +300,7 @@ def aio_only(args: argparse.Namespace) -> int:
         saved, versions = aio.measure(slapd, args.aio_rounds)
     found = aio.Aio(saved)
     results = aio.checks(found)
-    print()
-    print(aio.text_table(found))
-    print()
-    for check in results:
-        print(check.line())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "machine": report.machine(versions),
-        "command": "python -m bench.run --only aio",
-        "aio": saved,
-        "checks": [c.line() for c in results],
-    }
-    out = RESULTS / f"aio-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(payload, indent=1))
+    out = _part_saved("aio", "aio", saved, versions, aio.text_table(found), results)
     print(f"\nresults: {out.relative_to(ROOT)}; wall time {time.monotonic() - began:.0f} s")
     return 0
 

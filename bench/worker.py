@@ -425,6 +425,18 @@ class Crew:
             thread.join()
 
 
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server and identity every worker (this one, the peers', asyncio's) is given."""
+    parser.add_argument("--uri", required=True)
+    parser.add_argument("--dn", required=True)
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--ca-file", required=True)
+
+
+def target_of(args: argparse.Namespace) -> Target:
+    return Target(args.uri, args.dn, args.password, args.ca_file)
+
+
 def compare(
     target: Target,
     contest: list[tuple[str, Scenario]],
@@ -485,7 +497,7 @@ def versions() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    target = Target(args.uri, args.dn, args.password, args.ca_file)
+    target = target_of(args)
     impls: list[str] = args.impl.split(",")
     emit({"versions": versions()})
     for scenarios in args.scenario:
@@ -539,10 +551,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--draws", type=int, default=1, help="1-thread contests: sets of new connections"
     )
-    parser.add_argument("--uri", required=True)
-    parser.add_argument("--dn", required=True)
-    parser.add_argument("--password", required=True)
-    parser.add_argument("--ca-file", required=True)
+    add_target_arguments(parser)
     run(parser.parse_args(argv))
 
 
