@@ -26,7 +26,7 @@ from typing import Any
 from tests.integration.harness import Slapd
 
 from bench.oldvenv import ROOT, VenvError, venv_python
-from bench.results import Check, errors_note, spread_note
+from bench.results import Check, errors_note, spread_note, tally
 
 WORKER = ROOT / "bench" / "peers_worker.py"
 THREADS = (1, 8, 32)
@@ -189,20 +189,10 @@ class Peers:
         self.settings = {k: v for k, v in (saved or {}).items() if k != "records"}
         self.missing: dict[str, str] = dict(self.settings.get("missing", {}))
         records: Sequence[Mapping[str, Any]] = (saved or {}).get("records", [])
-        self._rates: dict[Key, dict[int, float]] = {}
-        self._bursts: dict[Key, dict[tuple[int, int], float]] = {}
-        self._errors: dict[Key, dict[str, int]] = {}
-        for rec in records:
-            key = ((rec["group"], rec["impl"]), rec["threads"])
-            if rec["seconds"] > 0:
-                self._rates.setdefault(key, {})[rec["round"]] = rec["ops"] / rec["seconds"]
-            bursts = self._bursts.setdefault(key, {})
-            for turn, ops, seconds in rec["bursts"]:
-                if seconds > 0:
-                    bursts[(rec["round"], turn)] = ops / seconds
-            errors = self._errors.setdefault(key, {})
-            for kind, count in rec["errors"].items():
-                errors[kind] = errors.get(kind, 0) + count
+        self._rates: dict[Key, dict[int, float]]
+        self._bursts: dict[Key, dict[tuple[int, int], float]]
+        self._errors: dict[Key, dict[str, int]]
+        self._rates, self._bursts, self._errors = tally(records, "threads")
 
     def __bool__(self) -> bool:
         return bool(self._rates) or bool(self.missing)

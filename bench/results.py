@@ -226,3 +226,28 @@ def checks(m: Measurements, micro: Mapping[int, float]) -> list[Check]:
             )
         )
     return found
+
+
+Tallies = tuple[
+    dict[Any, dict[int, float]], dict[Any, dict[tuple[int, int], float]], dict[Any, dict[str, int]]
+]
+
+
+def tally(records: Sequence[Mapping[str, Any]], count: str) -> Tallies:
+    """A part's records (the peers', asyncio's) by ((group, impl), record[count]): each
+    round's rate, each burst's rate by (round, turn), and the errors summed."""
+    rates: dict[Any, dict[int, float]] = {}
+    bursts: dict[Any, dict[tuple[int, int], float]] = {}
+    errors: dict[Any, dict[str, int]] = {}
+    for rec in records:
+        key = ((rec["group"], rec["impl"]), rec[count])
+        if rec["seconds"] > 0:
+            rates.setdefault(key, {})[rec["round"]] = rec["ops"] / rec["seconds"]
+        mine = bursts.setdefault(key, {})
+        for turn, ops, seconds in rec["bursts"]:
+            if seconds > 0:
+                mine[(rec["round"], turn)] = ops / seconds
+        found = errors.setdefault(key, {})
+        for kind, n in rec["errors"].items():
+            found[kind] = found.get(kind, 0) + n
+    return rates, bursts, errors
