@@ -44,7 +44,7 @@ __all__ = ["MAX_WORKERS", "AsyncPool"]
 #: The most worker threads of one pool (fewer for a smaller ``size``).
 MAX_WORKERS = 8
 
-_LEND, _KEEP = Step.LEND, Step.KEEP
+_USE, _LEND, _KEEP = Step.USE, Step.LEND, Step.KEEP
 
 
 class AsyncPool(BaseRunner):
@@ -181,11 +181,10 @@ class AsyncPool(BaseRunner):
             if slot is None:
                 slot = await self.checkout(PASSWORD_CHECKS, deadline)
             else:
-                conn = slot.conn
+                step, conn = slot.step, slot.conn
                 if (
-                    slot.step is not _LEND
-                    or conn is None
-                    or not conn.looks_alive()
+                    conn is None
+                    or not (step is _USE or (step is _LEND and conn.looks_alive()))
                     or self.warn_held_after is not None
                 ):
                     slot = await self._prepare(slot, PASSWORD_CHECKS)

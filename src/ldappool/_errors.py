@@ -133,7 +133,11 @@ ERROR_FOR_KIND: dict[ErrorKind, type[LDAPPoolError]] = {
     ErrorKind.OTHER: BackendError,
 }
 
-_FLAVOURS: dict[tuple[type[LDAPPoolError], tuple[type[BaseException], ...]], type[Any]] = {}
+_Key = tuple[type[LDAPPoolError], tuple[type[BaseException], ...]]
+#: The class for each (error, bases) asked for, or the error itself when it already
+#: derives from every one of the bases: made once per (error, bases that remain).
+_FLAVOURS: dict[_Key, type[Any]] = {}
+_MADE: dict[_Key, type[Any]] = {}
 
 
 def driver_flavoured(
@@ -150,20 +154,11 @@ def driver_flavoured(
     exception would; ``str()`` is ldappool's message. The classes are made once per
     combination and cached: ``bases`` must be a small, fixed set per driver.
     """
-    # Each class once, none that another one already derives from (for a valid MRO).
-    unique = [b for i, b in enumerate(bases) if b not in bases[:i] and not issubclass(error, b)]
-    bases = tuple(b for b in unique if not any(o is not b and issubclass(o, b) for o in unique))
-    if not bases:
-        return error(message, backend)
-    key = (error, bases)
-    flavoured = _FLAVOURS.get(key)
+    flavoured = _FLAVOURS.get((error, bases))  # (every wrong password comes this way)
     if flavoured is None:
-        namespace = {
-            "__module__": error.__module__,
-            "__qualname__": error.__qualname__,
-            "_ldappool_flavoured": True,
-        }
-        flavoured = _FLAVOURS[key] = type(error.__name__, (error, *bases), namespace)
+        flavoured = _FLAVOURS[error, bases] = _flavour(error, bases)
+    if flavoured is error:
+        return error(message, backend)
     instance: E = Exception.__new__(flavoured)
     if cause is not None:
         instance.__dict__.update(cause.__dict__)
@@ -173,3 +168,21 @@ def driver_flavoured(
     instance.backend = backend
     instance.__dict__["_ldappool_text"] = message
     return instance
+
+
+def _flavour(error: type[E], bases: tuple[type[BaseException], ...]) -> type[Any]:
+    """``error`` derived from ``bases`` too: each class once, none that another one
+    already derives from (for a valid MRO); ``error`` itself if nothing is left."""
+    unique = [b for i, b in enumerate(bases) if b not in bases[:i] and not issubclass(error, b)]
+    bases = tuple(b for b in unique if not any(o is not b and issubclass(o, b) for o in unique))
+    if not bases:
+        return error
+    made = _MADE.get((error, bases))
+    if made is None:
+        namespace = {
+            "__module__": error.__module__,
+            "__qualname__": error.__qualname__,
+            "_ldappool_flavoured": True,
+        }
+        made = _MADE[error, bases] = type(error.__name__, (error, *bases), namespace)
+    return made

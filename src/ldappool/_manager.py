@@ -63,7 +63,8 @@ class ConnectionManager(BaseManager):
         AccountLockedError, PasswordExpiredError) when refused, at once for an empty
         password or DN; BackendError, MaxConnectionReachedError, PoolClosedError.
         """
-        self._check_password_args(dn, password)
+        if not (dn.__class__ is str and password.__class__ is str and dn and password):
+            self._check_password_args(dn, password)  # raises, unless str subclasses
         answer, server = self._pool.authenticate(dn, password)
         return self._auth_result(answer, server, dn)
 

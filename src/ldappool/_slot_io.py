@@ -47,6 +47,8 @@ class SlotIO:
             if step is Step.OPEN or conn is None:
                 self._open(slot, credentials)
                 return
+            if step is Step.USE:
+                return  # a password check's connection, used moments ago
             if step is Step.REPLACE:
                 reason = None  # past its lifetime (counted as such by the machine)
             elif not conn.looks_alive() or (step is Step.PING and not self._ping(conn)):

@@ -25,7 +25,7 @@ from ldappool._runner import BaseRunner
 
 __all__ = ["ThreadedPool"]
 
-_LEND, _KEEP, _CLOSE = Step.LEND, Step.KEEP, Step.CLOSE
+_USE, _LEND, _KEEP, _CLOSE = Step.USE, Step.LEND, Step.KEEP, Step.CLOSE
 
 
 class _ThreadWaiter(Waiter):
@@ -159,37 +159,24 @@ class ThreadedPool(BaseRunner):
         waiting for the gate and then for a slot takes ``pool_timeout`` in all. A
         refused password leaves the connection in service; a bind that got no answer
         raises BackendError and the connection is closed. The common case (room at the
-        gate, a kept connection whose socket looks fine) takes the lock twice: once to
-        pass the gate with a slot, once to give both back.
+        gate, a kept connection that answered a check moments ago, or whose socket
+        looks fine) takes the lock twice: once to pass the gate with a slot, once to
+        give both back.
         """
         now = self._now()
+        waiter = None
         with self._lock:
             passed, slot = self._machine.begin_check(now)
             if not passed:
                 waiter = _ThreadWaiter(PASSWORD_CHECKS, now)
                 self._machine.queue_gate(waiter)
-        deadline = math.nan
-        if not passed:
-            deadline = self._deadline()
-            self._wait_at_gate(waiter, deadline)
-        try:
-            if slot is None:
-                slot = self.checkout(PASSWORD_CHECKS, deadline)
-            else:
-                conn = slot.conn
-                if (
-                    slot.step is not _LEND
-                    or conn is None
-                    or not conn.looks_alive()
-                    or self.warn_held_after is not None
-                ):
-                    slot = self._prepare(slot, PASSWORD_CHECKS)
-                if self._events.listeners:
-                    self._emit(EventKind.CHECKED_OUT, slot, None, self._now() - now)
-        except BaseException:
-            with self._lock:
-                self._machine.leave_gate()
-            raise
+        if (
+            slot is None
+            or slot.step is not _USE
+            or self.warn_held_after is not None
+            or self._events.listeners
+        ):  # all but the common case
+            slot = self._slot_for_check(waiter, slot, now)
         server, conn = slot.server, slot.conn
         assert conn is not None
         try:
@@ -201,6 +188,34 @@ class ThreadedPool(BaseRunner):
             raise
         self._end_check(slot, lost=False)
         return answer, server
+
+    def _slot_for_check(self, waiter: _ThreadWaiter | None, slot: Slot | None, now: float) -> Slot:
+        """The rest of a password check's way to a slot, past :meth:`authenticate`'s
+        common case: the wait at the gate (``waiter``: queued there), a checkout like
+        any other when the gate gave no slot, the slot's step. On failure, the check
+        gives its place at the gate up."""
+        deadline = math.nan
+        if waiter is not None:
+            deadline = self._deadline()
+            self._wait_at_gate(waiter, deadline)
+        try:
+            if slot is None:
+                slot = self.checkout(PASSWORD_CHECKS, deadline)
+            else:
+                step, conn = slot.step, slot.conn
+                if (
+                    conn is None
+                    or not (step is _USE or (step is _LEND and conn.looks_alive()))
+                    or self.warn_held_after is not None
+                ):
+                    slot = self._prepare(slot, PASSWORD_CHECKS)
+                if self._events.listeners:
+                    self._emit(EventKind.CHECKED_OUT, slot, None, self._now() - now)
+        except BaseException:
+            with self._lock:
+                self._machine.leave_gate()
+            raise
+        return slot
 
     def _wait_at_gate(self, waiter: _ThreadWaiter, deadline: float) -> None:
         """Sleep until the gate lets this password check in, or time is up."""

@@ -15,6 +15,7 @@ from ldappool import (
     AccountLockedError,
     BackendError,
     InvalidCredentialsError,
+    LifetimePolicy,
     PasswordExpiredError,
     PasswordPolicy,
     PolicyError,
@@ -147,6 +148,25 @@ def test_a_check_whose_answer_never_comes_is_not_retried(
     assert auth_slapd.failures(policy_user.uid) == (1 if answered else 0)
     assert cm.stats().connections == 0  # that connection was closed
     assert cm.authenticate(policy_user.dn, policy_user.password).dn == policy_user.dn
+
+
+@pytest.mark.parametrize("look", [True, False], ids=["looked-at", "used-as-is"])
+def test_checks_after_a_restart(
+    auth_slapd: AuthSlapd, policy_user: User, make_manager: ManagerFactory, look: bool
+) -> None:
+    """A restart takes far longer than ``socket_check_after``: the socket look catches the
+    closed connection and the check reconnects unseen. Used as it is (a window longer
+    than the restart), the check goes out on the dead connection: BackendError, once."""
+    window = 0.05 if look else 3600.0
+    cm = make_manager(auth_slapd.ldap_uri, lifetime=LifetimePolicy(socket_check_after=window))
+    cm.authenticate(policy_user.dn, policy_user.password)
+    auth_slapd.restart()
+    if not look:
+        with pytest.raises(BackendError, match="not retried"):
+            cm.authenticate(policy_user.dn, policy_user.password)
+    assert cm.authenticate(policy_user.dn, policy_user.password).dn == policy_user.dn
+    assert cm.stats().opened == 2
+    assert cm.stats().stale == (1 if look else 0)
 
 
 def test_sasl_external_over_ldapi_binds_as_the_local_user(

@@ -24,6 +24,7 @@ from ldappool import (
     Event,
     EventKind,
     InvalidCredentialsError,
+    LifetimePolicy,
     MaxConnectionReachedError,
     PasswordPolicy,
     PolicyError,
@@ -32,7 +33,13 @@ from ldappool import (
 )
 from ldappool._async_io import AsyncNative
 from ldappool._port import ConnectSettings, Server
-from tests.unit.fakes import FakeClock, FakeConnection, FakeDriver, FakeServer
+from tests.unit.fakes import (
+    FakeClock,
+    FakeConnection,
+    FakeDriver,
+    FakeServer,
+    live_connections,
+)
 from tests.unit.test_arguments import BAD
 
 T = TypeVar("T")
@@ -547,6 +554,25 @@ def test_a_password_check_without_an_answer_is_not_retried(
             assert server.binds - before == 1
             await settled(cm)
             assert cm.stats().connections == 0 and server.live == 0
+
+    run(main())
+
+
+@pytest.mark.parametrize("window", [0.05, 0.0])
+def test_a_password_check_moments_after_the_last_skips_the_socket_look(
+    driver: FakeDriver, server: FakeServer, window: float
+) -> None:
+    async def main() -> None:
+        lifetime = LifetimePolicy(socket_check_after=window)
+        async with make(driver, clock=FakeClock(), lifetime=lifetime) as cm:
+            await cm.authenticate("cn=alice", "alice-pw")
+            [checks] = live_connections(driver)
+            checks.dropped = True  # the server closed it just after the check
+            if window:  # sent without a look: lost, not sent again
+                with pytest.raises(BackendError, match="not retried"):
+                    await cm.authenticate("cn=alice", "alice-pw")
+            assert (await cm.authenticate("cn=alice", "alice-pw")).dn == "cn=alice"
+            assert cm.stats().stale == (0 if window else 1)
 
     run(main())
 

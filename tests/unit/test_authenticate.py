@@ -16,6 +16,7 @@ from ldappool import (
     BindAnswer,
     ConnectionManager,
     InvalidCredentialsError,
+    LifetimePolicy,
     PasswordExpiredError,
     PasswordPolicy,
     PolicyError,
@@ -109,6 +110,35 @@ def test_a_bind_that_got_no_answer_is_not_retried_nor_failed_over(clock: FakeClo
     assert cm.stats().connections == 0  # the lost connection was closed
     assert not list(live_connections(driver))
     cm.close()
+
+
+def test_a_check_moments_after_the_last_skips_the_socket_look(
+    make_cm: MakeCM, server: FakeServer, driver: FakeDriver, clock: FakeClock
+) -> None:
+    cm = make_cm()  # LifetimePolicy's socket_check_after: 0.05 s
+    cm.authenticate("cn=alice", "alice-pw")
+    [checks] = live_connections(driver)
+    checks.dropped = True  # the server closed it just after the check
+    with pytest.raises(ServerDownError, match="not retried"):
+        cm.authenticate("cn=alice", "alice-pw")  # sent without a look: lost, not resent
+    assert server.binds == 2 and checks.closed
+    cm.authenticate("cn=alice", "alice-pw")  # a new connection, then the same again
+    [checks] = live_connections(driver)
+    clock.advance(0.06)
+    checks.dropped = True  # closed while idle 60 ms: the look catches it
+    assert cm.authenticate("cn=alice", "alice-pw").dn == "cn=alice"
+    assert (server.binds, server.opened, cm.stats().stale) == (4, 3, 1)
+
+
+def test_socket_check_after_zero_looks_before_every_check(
+    make_cm: MakeCM, server: FakeServer, driver: FakeDriver
+) -> None:
+    cm = make_cm(lifetime=LifetimePolicy(socket_check_after=0))
+    cm.authenticate("cn=alice", "alice-pw")
+    [checks] = live_connections(driver)
+    checks.dropped = True
+    assert cm.authenticate("cn=alice", "alice-pw").dn == "cn=alice"  # replaced, unseen
+    assert (server.binds, server.opened, cm.stats().stale) == (2, 2, 1)
 
 
 def test_connecting_is_retried_and_failed_over_before_any_bind(clock: FakeClock) -> None:

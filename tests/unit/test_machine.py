@@ -95,7 +95,7 @@ def carry_out(m: PoolMachine, slot: Slot, now: float) -> Slot:
         m.opened(slot, new_conn(), SERVER, now)
     elif slot.step is Step.REBIND:
         m.rebound(slot)
-    assert slot.step in (Step.LEND, Step.PING)
+    assert slot.step in (Step.USE, Step.LEND, Step.PING)
     return slot
 
 
@@ -917,6 +917,7 @@ OPS = (
     "tick",
     "refill",
     "look_at_idle",
+    "begin_check",
 )
 Op = tuple[str, int, bool, bool]
 
@@ -956,6 +957,7 @@ class Runner:
         self.waiters: list[LockWaiter] = []  # still waiting
         self.succeeded = 0  # checkouts whose step was carried out
         self.over_size = False  # a shrink is pending
+        self.checks: set[int] = set()  # ids of the slots lent through begin_check
 
     def do(self, name: str, n: int, a: bool, b: bool) -> None:
         m = self.m
@@ -971,11 +973,7 @@ class Runner:
         elif name == "prepare" and self.pending:
             self.prepare(self.pending.pop(n % len(self.pending)), ok=a, stale=b)
         elif name == "checkin" and self.lent:
-            slot = self.lent.pop(n % len(self.lent))
-            step = m.checkin(slot, self.now, lost=a, changed=b and not a)
-            assert step in (Step.KEEP, Step.CLOSE)
-            if step is Step.CLOSE:
-                self.closing.append(slot)
+            self.checkin(self.lent.pop(n % len(self.lent)), lost=a, changed=b and not a)
         elif name == "close_conn" and self.closing:
             slot = self.closing.pop(n % len(self.closing))
             assert slot.step is Step.CLOSE
@@ -1014,21 +1012,42 @@ class Runner:
                 assert slot.in_use
                 if m.give_back(slot, self.now, a, pinged=b) is Step.CLOSE:
                     self.closing.append(slot)
+        elif name == "begin_check":  # a password check (not queued when the gate is full)
+            passed, slot = m.begin_check(self.now)
+            if passed and slot is None:  # the pool is full: it would wait as a checkout
+                m.leave_gate()
+            elif slot is not None:
+                assert slot.step is not Step.USE or self.now - slot.last_used < 0.05
+                self.checks.add(id(slot))
+                self.pending.append(slot)
         if m.occupied > m.size:
             self.over_size = True
         elif self.over_size:
             self.over_size = False
 
+    def checkin(self, slot: Slot, *, lost: bool = False, changed: bool = False) -> None:
+        if id(slot) in self.checks:
+            self.checks.discard(id(slot))
+            step = self.m.end_check(slot, self.now, lost=lost)
+        else:
+            step = self.m.checkin(slot, self.now, lost=lost, changed=changed)
+        assert step in (Step.KEEP, Step.CLOSE)
+        if step is Step.CLOSE:
+            self.closing.append(slot)
+
     def prepare(self, slot: Slot, *, ok: bool, stale: bool) -> None:
         m, now = self.m, self.now
         step = slot.step
-        assert step in (Step.LEND, Step.PING, Step.REBIND, Step.REPLACE, Step.OPEN)
+        assert step in (Step.USE, Step.LEND, Step.PING, Step.REBIND, Step.REPLACE, Step.OPEN)
         if step is Step.REPLACE or (stale and slot.conn is not None):
             assert slot.conn is not None
             m.discard(slot, None if step is Step.REPLACE else "stale")
             assert slot.step is Step.OPEN
         if not ok:
             had_conn = slot.conn is not None
+            if id(slot) in self.checks:  # the check's place at the gate is given up too
+                self.checks.discard(id(slot))
+                m.leave_gate()
             verdict = m.failed(slot, now)
             assert verdict is (Step.CLOSE if had_conn else Step.KEEP)
             if verdict is Step.CLOSE:
@@ -1064,9 +1083,7 @@ class Runner:
             if self.pending:
                 self.prepare(self.pending.pop(0), ok=True, stale=False)
             elif self.lent:
-                slot = self.lent.pop(0)
-                if self.m.checkin(slot, self.now) is Step.CLOSE:
-                    self.closing.append(slot)
+                self.checkin(self.lent.pop(0))
             elif self.closing:
                 self.m.closed_conn(self.closing.pop(0), self.now)
             elif self.waiters:
@@ -1110,6 +1127,7 @@ def check(runner: Runner, occupied_before: int) -> None:
             assert slot.credentials is None
         assert slot.in_use == (id(slot) in held_ids), slot
     assert all(any(s is h for s in slots) for h in held)
+    assert m._gate.inside == len(runner.checks)  # each check under way holds one place
     for slot in runner.closing:
         assert slot.step is Step.CLOSE and slot.conn is not None
 
@@ -1235,3 +1253,41 @@ def test_a_check_takes_another_identity_s_idle_connection_without_a_rebind() -> 
     m.checkin(slot, 3.0)
     again = m.request(ALICE, 4.0)  # never lent to alice as it is: bound as the last user
     assert again is slot and again.step is Step.REBIND
+
+
+def test_a_check_within_socket_check_after_of_the_last_uses_it_without_a_look() -> None:
+    policy = LifetimePolicy(max_lifetime=600.0, ping_after=60.0, socket_check_after=0.05)
+    m = machine(size=2, policy=policy)
+    passed, slot = m.begin_check(0.0)
+    assert passed and slot is not None and slot.step is Step.OPEN
+    carry_out(m, slot, 0.0)
+    m.end_check(slot, 1.0, lost=False)
+    passed, again = m.begin_check(1.04)  # 40 ms after the last check ended
+    assert passed and again is slot and again.step is Step.USE
+    m.end_check(again, 1.05, lost=False)
+    passed, later = m.begin_check(1.1)  # 50 ms: look at the socket first
+    assert passed and later is slot and later.step is Step.LEND
+    m.end_check(later, 1.1, lost=False)
+    assert (m.counts.checkouts, m.counts.reused, m.counts.password_checks) == (3, 2, 3)
+    assert m.snapshot()[1].in_use == 0
+
+
+def test_socket_check_after_zero_looks_before_every_check() -> None:
+    m = machine(size=1, policy=LifetimePolicy(socket_check_after=0))
+    _, slot = m.begin_check(0.0)
+    assert slot is not None
+    carry_out(m, slot, 0.0)
+    m.end_check(slot, 0.0, lost=False)
+    _, again = m.begin_check(0.0)
+    assert again is slot and again.step is Step.LEND
+
+
+def test_a_check_on_a_connection_due_for_a_ping_is_not_used_as_it_is() -> None:
+    policy = LifetimePolicy(ping_after=1.0, socket_check_after=5.0)
+    m = machine(size=1, policy=policy)
+    _, slot = m.begin_check(0.0)
+    assert slot is not None
+    carry_out(m, slot, 0.0)
+    m.end_check(slot, 0.0, lost=False)
+    _, again = m.begin_check(2.0)  # idle past ping_after: the lifetime policy decides
+    assert again is slot and again.step is Step.PING

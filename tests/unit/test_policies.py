@@ -88,6 +88,9 @@ def test_lifetime_idle_and_ping_thresholds() -> None:
         ({"ping_after": "x"}, TypeError, "ping_after"),
         ({"jitter": 1.0}, ValueError, "jitter"),
         ({"jitter": -0.1}, ValueError, "jitter"),
+        ({"socket_check_after": -0.01}, ValueError, "socket_check_after"),
+        ({"socket_check_after": math.inf}, ValueError, "socket_check_after"),
+        ({"socket_check_after": None}, TypeError, "socket_check_after"),
     ],
 )
 def test_lifetime_policy_rejects_bad_values(

@@ -30,7 +30,8 @@ from ldappool._stats import Counters, Stats
 
 __all__ = ["PoolMachine"]
 
-_LEND, _PING, _REBIND, _REPLACE, _OPEN = Step.LEND, Step.PING, Step.REBIND, Step.REPLACE, Step.OPEN
+_USE, _LEND, _PING, _REBIND = Step.USE, Step.LEND, Step.PING, Step.REBIND
+_REPLACE, _OPEN = Step.REPLACE, Step.OPEN
 _KEEP, _CLOSE, _ABANDON = Step.KEEP, Step.CLOSE, Step.ABANDON
 _CHECKS = PASSWORD_CHECKS.identity
 
@@ -61,6 +62,8 @@ class PoolMachine:
         self.pool_timeout = pool_timeout
         #: Idle seconds below which the lifetime policy has nothing to say.
         self.quiet_for = _quiet_period(lifetime)
+        #: Seconds after a password check during which its connection is used as it is.
+        self.use_within = lifetime.socket_check_after
         self.closed = False
         self.counts = Counters()
         self._handoff_after = handoff_after
@@ -216,14 +219,30 @@ class PoolMachine:
         """A password check asks to start, in one step: ``(True, slot)`` past the gate
         with a slot lent to ``PASSWORD_CHECKS`` (its ``step`` says what to do first);
         ``(True, None)`` past the gate but the pool is full (check out as usual);
-        ``(False, None)`` the gate is full: queue a waiter with :meth:`queue_gate`."""
+        ``(False, None)`` the gate is full: queue a waiter with :meth:`queue_gate`.
+
+        The common case, the last connection a check used, fit, is :meth:`request`'s
+        first branch written out: USE when that check ended moments ago.
+        """
         if self.closed:
             raise PoolClosedError("this ConnectionManager is closed")
         gate = self._gate
-        if gate.inside < gate.limit and not gate.waiters:
-            gate.inside += 1
-            return True, self.request(PASSWORD_CHECKS, now)
-        return False, None
+        if gate.inside >= gate.limit or gate.waiters:
+            return False, None
+        gate.inside += 1
+        bucket = self._idle.get(_CHECKS.key)
+        if bucket and now < bucket[-1].fit_until:
+            slot = bucket.pop()
+            del self._idle_lru[slot.number]
+            counts = self.counts
+            counts.reused += 1
+            counts.checkouts += 1
+            slot.step = _USE if now - slot.last_used < self.use_within else _LEND
+            slot.in_use = True
+            slot.credentials = PASSWORD_CHECKS
+            slot.lent_at = now
+            return True, slot
+        return True, self.request(PASSWORD_CHECKS, now)
 
     def queue_gate(self, waiter: Waiter) -> None:
         """Queue a password check behind the gate (after ``begin_check`` said so)."""

@@ -16,11 +16,14 @@ __all__ = ["Slot", "SlotView", "Step"]
 class Step(enum.Enum):
     """What the state machine tells its runner to do with a slot next.
 
-    At checkout: LEND, PING, REBIND, REPLACE or OPEN, then the runner reports the
+    At checkout: USE, LEND, PING, REBIND, REPLACE or OPEN, then the runner reports the
     outcome (``opened``, ``rebound``, ``discard``, ``failed``). At checkin and in
     maintenance: KEEP, CLOSE (then ``closed``) or ABANDON.
     """
 
+    #: Kept for password checks and answered one moments ago (the lifetime policy's
+    #: ``socket_check_after``): used as it is, without a look at the socket.
+    USE = "use"
     #: Pooled and fit: look at the socket (no round trip), then lend it.
     LEND = "lend"
     #: Pooled, idle long enough for the lifetime policy to want one round trip first.

@@ -26,6 +26,12 @@ class LifetimePolicy:
     that closed the connection. A connection idle longer than ``ping_after`` is also
     pinged (WhoAmI, one round trip) before it is lent, for what the socket cannot tell:
     a peer that vanished without closing (a firewall dropping idle flows, a host gone).
+
+    A password check skips the look when its connection answered the previous check
+    less than ``socket_check_after`` seconds ago: the look is a system call, about a
+    tenth of a login storm's throughput, and what it catches (idle timeouts, load
+    balancers) needs far longer idleness. A server that goes away within that window
+    costs the next check on that connection a BackendError instead of a reconnect.
     """
 
     #: Seconds a connection may live, from its connect (``max_lifetime``); None: forever;
@@ -38,6 +44,9 @@ class LifetimePolicy:
     #: Each connection's lifetime is shortened by a random fraction up to this, so that
     #: connections opened together do not all expire (and reconnect) together.
     jitter: float = attrs.field(default=0.05, validator=_fraction)
+    #: Seconds after a password check during which its connection is used for the next
+    #: check without looking at its socket; 0: look before every check.
+    socket_check_after: float = attrs.field(default=0.05, validator=non_negative)
 
     def expires_at(self, opened_at: float) -> float:
         """Monotonic time at which a connection opened at ``opened_at`` must be recycled."""
