@@ -6,7 +6,10 @@ import attrs
 
 from ldappool._port import PasswordPolicy, PolicyError
 
-__all__ = ["AuthResult", "unauthenticated"]
+__all__ = ["NO_POLICY", "AuthResult", "unauthenticated"]
+
+#: The answer of a server that sent no password policy control (immutable, shared).
+NO_POLICY = PasswordPolicy()
 
 
 @attrs.frozen
@@ -23,7 +26,7 @@ class AuthResult:
     #: The URI of the server that checked it.
     server: str | None
     #: The server's answer; empty (all None) when it sent none.
-    policy: PasswordPolicy = attrs.field(factory=PasswordPolicy)
+    policy: PasswordPolicy = NO_POLICY
 
     @property
     def must_change(self) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ldappool import _arguments as arguments
-from ldappool._auth import AuthResult, unauthenticated
+from ldappool._auth import NO_POLICY, AuthResult, unauthenticated
 from ldappool._clock import Clock, SystemClock
 from ldappool._core.slots import SlotView
 from ldappool._dialer import Dialer
@@ -30,7 +30,6 @@ from ldappool._port import (
     ConnectSettings,
     Driver,
     ErrorKind,
-    PasswordPolicy,
     Sasl,
     Server,
 )
@@ -365,7 +364,7 @@ class BaseManager:
             raise self._dialer.password_refusal(
                 answer.refusal, answer.policy, server, dn
             ) from answer.refusal
-        return AuthResult(dn, server.uri if server else None, answer.policy or _NO_POLICY)
+        return AuthResult(dn, server.uri if server else None, answer.policy or NO_POLICY)
 
     def _unauthenticated(self, who: str | None) -> LDAPPoolError:
         return self._dialer.error(
@@ -425,7 +424,3 @@ class BaseManager:
             f"<{type(self).__name__} {self._uri!r} driver={self._driver.name!r} "
             f"bind={self._bind!r} {state}>"
         )
-
-
-#: The answer of a server that sent no password policy control.
-_NO_POLICY = PasswordPolicy()

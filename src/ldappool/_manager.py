@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ldappool._auth import AuthResult
+from ldappool._auth import NO_POLICY, AuthResult
 from ldappool._base_manager import BaseManager
 from ldappool._dialer import Dialer
 from ldappool._lease import Lease
@@ -66,6 +66,8 @@ class ConnectionManager(BaseManager):
         if not (dn.__class__ is str and password.__class__ is str and dn and password):
             self._check_password_args(dn, password)  # raises, unless str subclasses
         answer, server = self._pool.authenticate(dn, password)
+        if answer.refusal is None:  # _auth_result's common case, written out
+            return AuthResult(dn, server.uri if server else None, answer.policy or NO_POLICY)
         return self._auth_result(answer, server, dn)
 
     def open(self, wait: bool = True) -> None:

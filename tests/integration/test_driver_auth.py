@@ -9,6 +9,7 @@ the server must show no client connection left.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 
 import ldap
@@ -26,6 +27,7 @@ from ldappool._port import (
     PasswordPolicy,
     PolicyError,
     Sasl,
+    Server,
     TLSSettings,
 )
 from ldappool._uris import parse_uris
@@ -262,3 +264,49 @@ def test_external_without_a_transport_identity_is_refused(
     assert not driver.classify(caught.value).transient
     assert not conn.identity_changed()
     assert whoami(conn.native) == ""
+
+
+# -- python-ldap: the check's two libldap calls, traced or polled ----------------------
+
+
+def test_python_ldap_check_with_tracing_on_goes_through_ldap_call(
+    auth_slapd: AuthSlapd, policy_user: User
+) -> None:
+    """With python-ldap's tracing on, the check's calls run through ``_ldap_call`` and
+    leave their trace lines; the answers are the same."""
+    conn = PythonLdapDriver().connect(*_settings(auth_slapd))
+    try:
+        trace = io.StringIO()
+        conn.native._trace_level, conn.native._trace_file = 1, trace
+        assert checked(auth_slapd, conn, policy_user) == BindAnswer(policy=EMPTY)
+        assert refused(PythonLdapDriver(), checked(auth_slapd, conn, policy_user, "x")) is (
+            ErrorKind.CREDENTIALS
+        )
+        assert trace.getvalue().count("simple_bind") == 2
+        assert trace.getvalue().count("result4") == 2
+    finally:
+        conn.close()
+
+
+def test_python_ldap_check_that_polls_without_an_answer_is_a_lost_timeout(
+    auth_slapd: AuthSlapd, policy_user: User
+) -> None:
+    """A zero ``timeout`` set by hand makes the answer a poll: none yet is TIMEOUT, and
+    the connection is lost to the pool (the answer may still come)."""
+    conn = PythonLdapDriver().connect(*_settings(auth_slapd))
+    try:
+        conn.native.timeout = 0
+        auth_slapd.suspend()
+        try:
+            with pytest.raises(ldap.TIMEOUT):
+                conn.check_password(policy_user.dn, policy_user.password)
+        finally:
+            auth_slapd.resume()
+        assert not conn.looks_alive()
+    finally:
+        conn.close()
+
+
+def _settings(server: AuthSlapd) -> tuple[Server, ConnectSettings]:
+    [found] = parse_uris(server.ldap_uri)
+    return found, ConnectSettings(timeout=TIMEOUT)

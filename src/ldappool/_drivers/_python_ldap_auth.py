@@ -48,19 +48,15 @@ def check_password(
     control it does not know (the policy control, unless some code imported
     ``ldap.controls.ppolicy``) and otherwise decodes it with pyasn1. The raw
     ``(oid, criticality, value)`` tuples come from ``result4`` on success, and from
-    the exception's ``ctrls`` on a refusal. Both go through the object's
-    ``_ldap_call``, so a lost connection is marked as with any other call.
+    the exception's ``ctrls`` on a refusal. Both run as the object's ``_ldap_call``
+    runs each call (``StateConnector._ldappool_bind``), so a lost connection is marked
+    as with any other call.
     """
     state = native.__dict__
-    call = native._ldap_call
     try:
         # The base's simple_bind without its detours: StateConnector's marks a
         # holder's bind (cleared below anyway) and converts the controls each time.
-        msgid = call(native._l.simple_bind, who, cred, controls, None)
-        answer = call(native._l.result4, msgid, 1, native.timeout, 0, 0, 0)
-        if answer[0] is None:  # a zero timeout set by hand polls: no answer yet
-            state["_ldappool_lost"] = True  # the answer may still come
-            raise ldap.TIMEOUT({"desc": "Timed out", "msgid": msgid})
+        answer = native._ldappool_bind(who, cred, controls)
     except ldap.LDAPError as error:
         if driver.classify(error).transient:
             state["_ldappool_rebound"] = True  # as simple_bind would have noted
