@@ -19,8 +19,10 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 
+from ldappool._core.checks import CheckDecisions
 from ldappool._core.gate import Gate
 from ldappool._core.slots import Slot, SlotView, Step
+from ldappool._core.upkeep import UpkeepDecisions
 from ldappool._core.waiting import Waiter, WaitQueue
 from ldappool._errors import MaxConnectionReachedError, PoolClosedError
 from ldappool._identity import PASSWORD_CHECKS, Credentials, Identity
@@ -30,14 +32,18 @@ from ldappool._stats import Counters, Stats
 
 __all__ = ["PoolMachine"]
 
-_USE, _LEND, _PING, _REBIND = Step.USE, Step.LEND, Step.PING, Step.REBIND
+_LEND, _PING, _REBIND = Step.LEND, Step.PING, Step.REBIND
 _REPLACE, _OPEN = Step.REPLACE, Step.OPEN
 _KEEP, _CLOSE, _ABANDON = Step.KEEP, Step.CLOSE, Step.ABANDON
 _CHECKS = PASSWORD_CHECKS.identity
 
 
-class PoolMachine:
-    """Slots, idle connections, waiters and counters, and the rules that move them."""
+class PoolMachine(CheckDecisions, UpkeepDecisions):
+    """Slots, idle connections, waiters and counters, and the rules that move them.
+
+    The password checks' decisions are in :mod:`ldappool._core.checks`, the upkeep
+    thread's in :mod:`ldappool._core.upkeep`: one machine, three files.
+    """
 
     def __init__(
         self,
@@ -203,98 +209,6 @@ class PoolMachine:
         else:
             self._queue.leave(waiter)
         return slot, _KEEP
-
-    # -- the password checks' gate ---------------------------------------------------------
-
-    def enter_gate(self, waiter: Waiter) -> bool:
-        """A password check asks to start: True if it may, else it is queued (``waiter``)."""
-        if self.closed:
-            raise PoolClosedError("this ConnectionManager is closed")
-        if self._gate.enter(waiter):
-            return True
-        self.counts.waits += 1
-        return False
-
-    def begin_check(self, now: float) -> tuple[bool, Slot | None]:
-        """A password check asks to start, in one step: ``(True, slot)`` past the gate
-        with a slot lent to ``PASSWORD_CHECKS`` (its ``step`` says what to do first);
-        ``(True, None)`` past the gate but the pool is full (check out as usual);
-        ``(False, None)`` the gate is full: queue a waiter with :meth:`queue_gate`.
-
-        The common case, the last connection a check used, fit, is :meth:`request`'s
-        first branch written out: USE when that check ended moments ago.
-        """
-        if self.closed:
-            raise PoolClosedError("this ConnectionManager is closed")
-        gate = self._gate
-        if gate.inside >= gate.limit or gate.waiters:
-            return False, None
-        gate.inside += 1
-        bucket = self._idle.get(_CHECKS.key)
-        if bucket and now < bucket[-1].fit_until:
-            slot = bucket.pop()
-            del self._idle_lru[slot.number]
-            counts = self.counts
-            counts.reused += 1
-            counts.checkouts += 1
-            slot.step = _USE if now - slot.last_used < self.use_within else _LEND
-            slot.in_use = True
-            slot.credentials = PASSWORD_CHECKS
-            slot.lent_at = now
-            return True, slot
-        return True, self.request(PASSWORD_CHECKS, now)
-
-    def queue_gate(self, waiter: Waiter) -> None:
-        """Queue a password check behind the gate (after ``begin_check`` said so)."""
-        self._gate.waiters.append(waiter)
-        self.counts.waits += 1
-
-    def end_check(self, slot: Slot, now: float, *, lost: bool) -> Step:
-        """A password check is done: its slot checked in (CLOSE if the answer was lost)
-        and its place at the gate passed on."""
-        step = self.checkin(slot, now, lost)
-        self.counts.password_checks += 1  # leave_gate(), inline: once per check
-        gate = self._gate
-        gate.inside -= 1
-        if gate.waiters:
-            gate.let_in()
-        return step
-
-    def at_gate(self, waiter: Waiter, *, timed_out: bool) -> bool:
-        """A queued password check woke up (or its time ran out): True once let in.
-
-        Raises MaxConnectionReachedError when time is up, PoolClosedError if closed.
-        """
-        if waiter.woken:  # let in: good even if time ran out meanwhile
-            return True
-        if waiter.error is not None:
-            raise waiter.error
-        if not timed_out:
-            return False
-        self._gate.cancel(waiter)
-        self.counts.wait_timeouts += 1
-        raise MaxConnectionReachedError(
-            f"all {self._gate.limit} places for password checks (auth_size) stayed in use for "
-            f"pool_timeout={self.pool_timeout}s; raise auth_size, size or pool_timeout"
-        )
-
-    def cancel_gate(self, waiter: Waiter) -> None:
-        """A queued password check was interrupted: out of the queue, its place passed on."""
-        self._gate.cancel(waiter)
-
-    def leave_gate(self) -> None:
-        """A password check that passed the gate is done (whatever its outcome)."""
-        self.counts.password_checks += 1
-        self._gate.leave()
-
-    def set_auth_size(self, auth_size: int | None) -> None:
-        """A new share for password checks (None: half of ``size``), in force now."""
-        self.auth_size = auth_size
-        self._gate.resize(self._auth_limit())
-
-    def _auth_limit(self) -> int:
-        share = self.auth_size if self.auth_size is not None else max(1, self.size // 2)
-        return min(share, self.size)
 
     # -- the outcomes of a checkout's I/O -----------------------------------------------------
 
@@ -512,78 +426,6 @@ class PoolMachine:
         ][: max(spare, 0)]
         self.counts.expired += len(old) + len(idle)
         return self._take_idle(old, "expired") + self._take_idle(idle, "idle")
-
-    # -- upkeep (a runner's background work) --------------------------------------------
-
-    def idle_slots(self) -> list[Slot]:
-        """The idle slots now, least recently used first: to look at their sockets."""
-        return list(self._idle_lru.values())
-
-    def take_stale(self, slot: Slot) -> bool:
-        """The upkeep found an idle connection closed by the server: to CLOSE now (True),
-        unless it was lent or closed meanwhile (False: nothing to do)."""
-        if self._idle_lru.get(slot.number) is not slot:
-            return False
-        self.counts.stale += 1
-        self._take_idle([slot], "stale")
-        return True
-
-    def borrow(self, slot: Slot, now: float, keepalive: float) -> bool:
-        """Take an idle connection out to look at it (True) if it is still idle and quiet
-        for ``keepalive`` seconds (0: whatever its quiet time); give it back with
-        :meth:`give_back`."""
-        if self._idle_lru.get(slot.number) is not slot:
-            return False
-        if now - max(slot.last_used, slot.pinged_at) < keepalive:
-            return False
-        self._unidle(slot)
-        slot.in_use = True
-        return True
-
-    def give_back(self, slot: Slot, now: float, alive: bool, *, pinged: bool) -> Step:
-        """A borrowed connection was looked at (and ``pinged``): pooled again (KEEP; its
-        idle time for the lifetime policy goes on), or to CLOSE when it was found dead
-        or the pool changed meanwhile."""
-        if pinged:
-            self.counts.pings += 1
-        why = self._retired(slot) if alive else "stale"
-        if why is not None:
-            if not alive:
-                self.counts.stale += 1
-            return self._closing(slot, why)
-        if pinged:
-            slot.pinged_at = now
-        self._give(slot, now)
-        return _KEEP
-
-    def refill(self, credentials: Credentials, now: float) -> Slot | None:
-        """A slot to OPEN for ``credentials`` while fewer than ``min_size`` connections are
-        open and nobody waits (it is lent to the upkeep: check it in once opened), or None."""
-        if (
-            self.closed
-            or self._waiters
-            or len(self._slots) - len(self._empty) >= min(self.min_size, self.size)
-        ):
-            return None
-        slot = self._take_other()
-        if slot is None or slot.conn is not None:  # (_take_other only gives an empty one here)
-            return None
-        slot.in_use = True
-        slot.credentials = credentials
-        slot.lent_at = now
-        slot.step = _OPEN
-        return slot
-
-    def refilled(self, slot: Slot, now: float, opened: bool) -> Step:
-        """The upkeep's refill is done: pooled (or handed to a waiter), or CLOSE when the
-        pool closed or shrank meanwhile, or the open failed with a connection left."""
-        if opened:
-            return self.checkin(slot, now)
-        slot.credentials = None
-        if slot.conn is not None:
-            return self._closing(slot, "refused")
-        self._give(slot, now)
-        return _KEEP
 
     def close(self) -> list[Slot]:
         """Refuse new checkouts, fail every waiter with PoolClosedError; the idle slots to
