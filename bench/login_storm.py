@@ -4,10 +4,12 @@
 contestant, see ``bench/storm_worker.py``), every tenth attempt with a wrong password;
 pools of size 8. The contestants: one pre-bound connection per thread that binds as
 each user (the limit), ldappool 4's ``authenticate()``, and ldappool 3.0.0's ``with
-cm.connection(dn, password)``. Per contestant: attempts per second, binds the server
-completed per attempt, binds per wrong password (a second storm of wrong passwords
-only), and connections the server accepted per attempt, all from slapd's cn=Monitor,
-read between bursts so that each count belongs to one contestant.
+cm.connection(dn, password)``; and a bare pool (a lock, a list, a ``with`` block)
+around the limit's bind, the floor of what any pool adds. Per contestant: attempts per
+second, binds the server completed per attempt, binds per wrong password (a second
+storm of wrong passwords only), and connections the server accepted per attempt, all
+from slapd's cn=Monitor, read between bursts so that each count belongs to one
+contestant.
 
 ``make bench`` runs it (``bench/run.py``); alone: ``python -m bench.run --only
 login-storm``.
@@ -43,6 +45,7 @@ BURST = 0.1
 LABELS = {
     ("python-ldap", "limit-python-ldap"): "pre-bound python-ldap, simple_bind_s (the limit)",
     ("python-ldap", "limit-ppolicy-python-ldap"): "pre-bound python-ldap + policy control",
+    ("python-ldap", "floor-python-ldap"): "bare pool around simple_bind_s (the floor)",
     ("python-ldap", "ours-python-ldap"): "ldappool 4 python-ldap, auth_size 8",
     ("python-ldap", "ours-auth4-python-ldap"): "ldappool 4 python-ldap, auth_size 4 (default)",
     ("old", "limit-python-ldap"): "pre-bound python-ldap (the limit), 3.0.0's venv",
@@ -53,6 +56,7 @@ LABELS = {
 Cell = tuple[str, str]  # group, contestant
 PL_LIMIT: Cell = ("python-ldap", "limit-python-ldap")
 PL_POLICY: Cell = ("python-ldap", "limit-ppolicy-python-ldap")
+PL_FLOOR: Cell = ("python-ldap", "floor-python-ldap")
 PL_OURS: Cell = ("python-ldap", "ours-python-ldap")
 PL_OURS4: Cell = ("python-ldap", "ours-auth4-python-ldap")
 L3_LIMIT: Cell = ("ldap3", "limit-ldap3")
@@ -239,6 +243,14 @@ def checks(storm: Storm) -> list[Check]:
                 None if errors else storm.ratio(cell, limit_cell),
                 limit,
                 note=f"{errors_note(errors)}; {_spread(storm, cell, limit_cell)}",
+            )
+        )
+    if storm.rate(PL_FLOOR) is not None:
+        found.append(
+            Check(
+                "login storm: bare pool / pre-bound bind, python-ldap, 8 threads",
+                storm.ratio(PL_FLOOR, PL_LIMIT),
+                note=f"a lock, a list, a with block; {_spread(storm, PL_FLOOR, PL_LIMIT)}",
             )
         )
     found.append(

@@ -34,15 +34,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 if __package__:  # imported as bench.storm_worker (type checks, tests)
-    from bench.worker import Crew, Target, bound, emit, versions
+    from bench.worker import BarePool, Crew, Target, bound, emit, versions
 else:  # run as a script, bench/ is sys.path[0]: no package, whatever the venv
-    from worker import Crew, Target, bound, emit, versions  # type: ignore[import-not-found,no-redef]
+    from worker import (  # type: ignore[import-not-found,no-redef]
+        BarePool,
+        Crew,
+        Target,
+        bound,
+        emit,
+        versions,
+    )
 
 #: The contestants: see the functions below.
 IMPLS = (
     "limit-python-ldap",
     "limit-ppolicy-python-ldap",
     "limit-ldap3",
+    "floor-python-ldap",
     "ours-python-ldap",
     "ours-auth4-python-ldap",
     "ours-ldap3",
@@ -134,6 +142,28 @@ def limit(
             yield [_pl_check(conn, policy) for conn in conns]
         else:
             yield [_l3_check(conn) for conn in conns]
+
+
+@contextmanager
+def floor(uri: str, first: tuple[str, str], threads: int) -> Iterator[Check]:
+    """The least any pool adds to the limit's bind: a lock, a list of as many bound
+    connections as threads, a ``with`` block (``BarePool``), around ``simple_bind_s``."""
+    import ldap
+
+    target = Target(uri, first[0], first[1], "")
+    refused = ldap.INVALID_CREDENTIALS
+    with bound(target, False, "python-ldap", threads) as conns:
+        pool = BarePool(conns)
+
+        def check(dn: str, password: str) -> bool:
+            with pool.connection() as conn:
+                try:
+                    conn.simple_bind_s(dn, password)
+                except refused:
+                    return False
+                return True
+
+        yield check
 
 
 def _pl_check(conn: Any, policy: bool) -> Check:
@@ -239,6 +269,9 @@ def checks(name: str, args: argparse.Namespace, stack: ExitStack) -> list[Check]
         return stack.enter_context(limit(args.uri, first, driver, threads, policy))
     if name == "old":
         return [stack.enter_context(old(args.uri, args.size))] * threads
+    if name == "floor-python-ldap":
+        first = user(args.people_dn, 0)
+        return [stack.enter_context(floor(args.uri, first, threads))] * threads
     auth_size = 4 if name.startswith("ours-auth4-") else args.size
     driver = name.removeprefix("ours-").removeprefix("auth4-")
     return [stack.enter_context(ours(args.uri, driver, args.size, auth_size))] * threads
