@@ -63,6 +63,7 @@ L3_LIMIT: Cell = ("ldap3", "limit-ldap3")
 L3_OURS: Cell = ("ldap3", "ours-ldap3")
 OLD_LIMIT: Cell = ("old", "limit-python-ldap")
 OLD: Cell = ("old", "old")
+_FLOOR = "a lock, a list, a with block"
 
 
 @dataclass(frozen=True)
@@ -245,29 +246,29 @@ def checks(storm: Storm) -> list[Check]:
                 note=f"{errors_note(errors)}; {_spread(storm, cell, limit_cell)}",
             )
         )
-    if storm.rate(PL_FLOOR) is not None:
-        found.append(
-            Check(
-                "login storm: bare pool / pre-bound bind, python-ldap, 8 threads",
-                storm.ratio(PL_FLOOR, PL_LIMIT),
-                note=f"a lock, a list, a with block; {_spread(storm, PL_FLOOR, PL_LIMIT)}",
+    for name, cell, limit_cell, what in (
+        ("bare pool / pre-bound bind, python-ldap, 8 threads", PL_FLOOR, PL_LIMIT, _FLOOR),
+        (
+            "pre-bound bind with / without the password policy control, python-ldap",
+            PL_POLICY,
+            PL_LIMIT,
+            "the server's work on the control",
+        ),
+        (
+            "ldappool 3.0.0 / pre-bound bind, python-ldap, 8 threads",
+            OLD,
+            OLD_LIMIT,
+            errors_note(storm.errors(OLD)),
+        ),
+    ):
+        if storm.rate(cell) is not None:
+            found.append(
+                Check(
+                    f"login storm: {name}",
+                    storm.ratio(cell, limit_cell),
+                    note=f"{what}; {_spread(storm, cell, limit_cell)}",
+                )
             )
-        )
-    found.append(
-        Check(
-            "login storm: pre-bound bind with / without the password policy control, python-ldap",
-            storm.ratio(PL_POLICY, PL_LIMIT),
-            note=f"the server's work on the control; {_spread(storm, PL_POLICY, PL_LIMIT)}",
-        )
-    )
-    if storm.rate(OLD) is not None:
-        found.append(
-            Check(
-                "login storm: ldappool 3.0.0 / pre-bound bind, python-ldap, 8 threads",
-                storm.ratio(OLD, OLD_LIMIT),
-                note=f"{errors_note(storm.errors(OLD))}; {_spread(storm, OLD, OLD_LIMIT)}",
-            )
-        )
     cells = [
         ("ldappool 4 python-ldap", PL_OURS, True),
         ("ldappool 4 ldap3", L3_OURS, True),
