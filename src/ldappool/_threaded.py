@@ -186,7 +186,14 @@ class ThreadedPool(BaseRunner):
             if isinstance(exc, Exception):
                 raise self._io.unanswered(server, who, exc) from exc
             raise
-        self._end_check(slot, lost=False)
+        if self._origins or self._events.listeners:
+            self._end_check(slot, lost=False)
+        else:  # _end_check's common case, written out
+            now = self._now()
+            with self._lock:
+                step = self._machine.end_check(slot, now, lost=False)
+            if step is not _KEEP:
+                self._carry_out(slot, conn, step, None)
         return answer, server
 
     def _slot_for_check(self, waiter: _ThreadWaiter | None, slot: Slot | None, now: float) -> Slot:

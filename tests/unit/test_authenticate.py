@@ -359,3 +359,21 @@ def test_sasl_values_are_checked_and_hold_no_secret() -> None:
         Sasl("DIGEST-MD5", user="alice", secret="pw")  # type: ignore[arg-type]
     digest = Sasl("DIGEST-MD5", user="alice", secret=lambda: "s3cret")
     assert "s3cret" not in repr(digest)
+
+
+def test_the_result_is_immutable_and_compared_by_its_fields() -> None:
+    policy = PasswordPolicy(expires_in=60)
+    result = AuthResult("cn=alice", "ldap://a", policy)
+    assert result == AuthResult("cn=alice", "ldap://a", policy)
+    assert result != AuthResult("cn=alice", "ldap://b", policy)
+    assert result != ("cn=alice", "ldap://a", policy)
+    assert hash(result) == hash(AuthResult("cn=alice", "ldap://a", policy))
+    assert AuthResult("cn=bob", None).policy == PasswordPolicy()  # empty by default
+    assert repr(result) == f"AuthResult(dn='cn=alice', server='ldap://a', policy={policy!r})"
+    with pytest.raises(AttributeError):
+        result.dn = "cn=mallory"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        result.extra = 1  # type: ignore[attr-defined]
+    match result:
+        case AuthResult(dn, server, found):
+            assert (dn, server, found) == ("cn=alice", "ldap://a", policy)
