@@ -244,6 +244,7 @@ def checks(storm: Storm) -> list[Check]:
                 None if errors else storm.ratio(cell, limit_cell),
                 limit,
                 note=f"{errors_note(errors)}; {_spread(storm, cell, limit_cell)}",
+                floor=storm.ratio(PL_FLOOR, PL_LIMIT) if limit is not None else None,
             )
         )
     for name, cell, limit_cell, what in (

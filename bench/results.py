@@ -40,6 +40,8 @@ IMPLS = {
     "fresh-ldap3": "no pool, ldap3",
 }
 MICRO_SIZES = (10, 100, 1000)
+#: This machine's run-to-run noise: a ratio within it of the floor's is the floor's.
+NOISE = 0.05
 
 
 def scenario_label(tls: bool, threads: int, size: int) -> str:
@@ -100,6 +102,10 @@ class Check:
     """One target: a measured value against a limit; ``limit`` None is information only.
 
     ``relation``: how the value must stand to the limit (``==`` is exact: counts).
+    ``floor``: for a ratio against the pre-bound limit, the bare pool's ratio measured
+    in the same run. The project's rule: this machine's noise is about 5 %, and a
+    target met within the spread of a bare pool is met; so a ``>=`` target also passes
+    at 95 % of the floor, when that is lower than the target.
     """
 
     name: str
@@ -107,6 +113,14 @@ class Check:
     limit: float | None = None
     relation: Literal[">=", "<=", "<", "=="] = ">="
     note: str = ""
+    floor: float | None = None
+
+    @property
+    def threshold(self) -> float | None:
+        """The limit, or 95 % of the floor where that is lower (``>=`` targets)."""
+        if self.limit is None or self.floor is None or self.relation != ">=":
+            return self.limit
+        return min(self.limit, self.floor * (1.0 - NOISE))
 
     @property
     def passed(self) -> bool | None:
@@ -114,7 +128,8 @@ class Check:
             return None
         if self.value is None:
             return False
-        value, limit = self.value, self.limit
+        value, limit = self.value, self.threshold
+        assert limit is not None
         return {
             ">=": value >= limit,
             "<=": value <= limit,
@@ -132,6 +147,11 @@ class Check:
         status = {True: "PASS", False: "FAIL", None: "INFO"}[self.passed]
         value = "not measured" if self.value is None else f"{self.value:.3f}"
         bound = "" if self.limit is None else f" ({self.relation} {self.limit})"
+        if self.floor is not None and self.threshold != self.limit:
+            bound = (
+                f" ({self.relation} {self.limit}, or within {NOISE:.0%} of the floor "
+                f"{self.floor:.3f}: {self.relation} {self.threshold:.3f})"
+            )
         note = f"; {self.note}" if self.note else ""
         return f"{status}  {self.name}: {value}{bound}{note}"
 
@@ -160,12 +180,14 @@ def checks(m: Measurements, micro: Mapping[int, float]) -> list[Check]:
     found: list[Check] = []
     for driver, limit in (("python-ldap", 0.98), ("ldap3", 0.97)):
         ours, limit_cell = (f"ours-{driver}", False, 1), (f"prebound-{driver}", False, 1)
+        floor_cell = (f"floor-{driver}", False, 1)
         found.append(
             Check(
                 f"pooled / pre-bound, {driver}, 1 thread, plain",
                 m.ratio(ours, limit_cell),
                 limit,
                 note=_spread(m, ours, limit_cell),
+                floor=m.ratio(floor_cell, limit_cell),
             )
         )
     for driver in DRIVERS:
