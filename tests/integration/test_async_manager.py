@@ -20,7 +20,12 @@ import ldap
 import ldap3
 import pytest
 
-from ldappool import AsyncConnectionManager, InvalidCredentialsError
+from ldappool import (
+    AsyncConnectionManager,
+    BackendError,
+    InvalidCredentialsError,
+    LifetimePolicy,
+)
 from ldappool._drivers._aio import AsyncLDAP
 from tests.integration.harness import AuthSlapd, Slapd, User, wait_until
 
@@ -335,3 +340,26 @@ def test_authenticate_wrong_password_is_exactly_one_failure(
 
     run(main())
     assert cm.stats().opened <= 5  # auth_size (half of 10) connections at most
+
+
+@pytest.mark.parametrize("look", [True, False], ids=["looked-at", "used-as-is"])
+def test_authenticate_after_a_restart(
+    auth_slapd: AuthSlapd, policy_user: User, make_async_manager: MakeAsync, look: bool
+) -> None:
+    """As ConnectionManager's: a restart outlasts ``socket_check_after``, the look
+    catches the closed connection; used as it is, the check is lost once."""
+    window = 0.05 if look else 3600.0
+    lifetime = LifetimePolicy(socket_check_after=window)
+    cm = make_async_manager(auth_slapd.ldap_uri, lifetime=lifetime)
+
+    async def main() -> None:
+        await cm.authenticate(policy_user.dn, policy_user.password)
+        auth_slapd.restart()  # in this thread: slapd dies with the thread that started it
+        if not look:
+            with pytest.raises(BackendError, match="not retried"):
+                await cm.authenticate(policy_user.dn, policy_user.password)
+        result = await cm.authenticate(policy_user.dn, policy_user.password)
+        assert result.dn == policy_user.dn
+
+    run(main())
+    assert (cm.stats().opened, cm.stats().stale) == (2, 1 if look else 0)
