@@ -14,7 +14,6 @@ an INFO line. No targets: ratios with their spread, INFO lines.
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from tests.integration.harness import Slapd
 from bench.oldvenv import ROOT, VenvError, venv_python
 from bench.peers import VENVS
 from bench.results import Check, errors_note, spread_note, tally
+from bench.spawn import run_script, target_argv
 
 WORKER = ROOT / "bench" / "aio_worker.py"
 CALLERS = (1, 64)
@@ -63,17 +63,10 @@ Key = tuple[Cell, int]  # cell, callers
 
 
 def run_worker(group: str, python: Path, slapd: Slapd, seconds: float) -> list[dict[str, Any]]:
-    user = slapd.users["alice"]
-    argv = [str(python), str(WORKER), "--impl", ",".join(GROUPS[group])]
+    argv = ["--impl", ",".join(GROUPS[group])]
     argv += ["--callers", ",".join(map(str, CALLERS)), "--size", str(SIZE)]
-    argv += ["--seconds", str(seconds), "--burst", str(BURST)]
-    argv += ["--uri", slapd.ldap_uri, "--dn", user.dn, "--password", user.password]
-    argv += ["--ca-file", slapd.ca_file]
-    # cwd outside the repository: bonsai's venv must not see our ldappool package.
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd="/", check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"asyncio worker {group} failed ({done.returncode}):\n{done.stderr}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    argv += ["--seconds", str(seconds), "--burst", str(BURST), *target_argv(slapd)]
+    return run_script(f"asyncio worker {group}", python, WORKER, argv)
 
 
 def measure(

@@ -17,9 +17,7 @@ login-storm``.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from typing import Any
 from tests.integration.harness import Slapd
 
 from bench.results import Check, errors_note, spread_note
+from bench.spawn import run_script
 from bench.storm_worker import credentials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,15 +95,11 @@ def add_users(slapd: Slapd) -> None:
 
 
 def run_worker(group: Group, slapd: Slapd) -> list[dict[str, Any]]:
-    argv = [str(group.python), str(WORKER), "--impl", ",".join(group.impls)]
+    argv = ["--impl", ",".join(group.impls)]
     argv += ["--uri", slapd.ldap_uri, "--ldapi", slapd.ldapi_uri, "--people-dn", slapd.people_dn]
     argv += ["--users", str(USERS), "--threads", str(THREADS), "--size", str(SIZE)]
     argv += ["--turns", str(TURNS), "--wrong-turns", str(WRONG_TURNS), "--burst", str(BURST)]
-    # cwd outside the repository: the old venv must not see our ldappool package.
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd="/", check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"storm worker {group.name} failed ({done.returncode}):\n{done.stderr}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return run_script(f"storm worker {group.name}", group.python, WORKER, argv)
 
 
 def measure(

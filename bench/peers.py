@@ -14,7 +14,6 @@ INFO line. No targets: ratios to the limit, paired bursts, and the spread.
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from tests.integration.harness import Slapd
 
 from bench.oldvenv import ROOT, VenvError, venv_python
 from bench.results import Check, errors_note, spread_note, tally
+from bench.spawn import run_script, target_argv
 
 WORKER = ROOT / "bench" / "peers_worker.py"
 THREADS = (1, 8, 32)
@@ -123,17 +123,10 @@ def groups(old: Path | None, peers: Mapping[str, Path]) -> list[Group]:
 
 
 def run_worker(group: Group, slapd: Slapd, seconds: float) -> list[dict[str, Any]]:
-    user = slapd.users["alice"]
-    argv = [str(group.python), str(WORKER), "--impl", ",".join(group.impls)]
+    argv = ["--impl", ",".join(group.impls)]
     argv += ["--threads", ",".join(map(str, THREADS)), "--size", str(SIZE)]
-    argv += ["--seconds", str(seconds), "--burst", str(BURST)]
-    argv += ["--uri", slapd.ldap_uri, "--dn", user.dn, "--password", user.password]
-    argv += ["--ca-file", slapd.ca_file]
-    # cwd outside the repository: the other venvs must not see our ldappool package.
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd="/", check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"peers worker {group.name} failed ({done.returncode}):\n{done.stderr}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    argv += ["--seconds", str(seconds), "--burst", str(BURST), *target_argv(slapd)]
+    return run_script(f"peers worker {group.name}", group.python, WORKER, argv)
 
 
 def measure(

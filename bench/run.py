@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from tests.integration.harness import Slapd
 from bench import aio, hot_path, login_storm, peers, pool_micro, report
 from bench.oldvenv import old_python
 from bench.results import DRIVERS, SCENARIOS, Check, Measurements, checks
+from bench.spawn import run_script, target_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "bench" / "worker.py"
@@ -73,17 +73,10 @@ def _impls(driver: str) -> str:
 
 
 def run_worker(group: Group, slapd: Slapd, seconds: float) -> list[dict[str, Any]]:
-    user = slapd.users["alice"]
-    argv = [str(group.python), str(WORKER), "--impl", group.impls]
+    argv = ["--impl", group.impls]
     argv += ["--seconds", str(seconds * group.share), "--draws", str(DRAWS)]
     argv += [f"--scenario={contest}" for contest in group.contests]
-    argv += ["--uri", slapd.ldap_uri, "--dn", user.dn, "--password", user.password]
-    argv += ["--ca-file", slapd.ca_file]
-    # cwd outside the repository: the old venv must not see our ldappool package.
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd="/", check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {group.impls} failed ({done.returncode}):\n{done.stderr}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return run_script(f"worker {group.impls}", group.python, WORKER, [*argv, *target_argv(slapd)])
 
 
 def measure_server(
