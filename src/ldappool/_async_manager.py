@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from ldappool._async_pool import AsyncPool
-from ldappool._auth import AuthResult
+from ldappool._auth import AuthResult, forget_locals
 from ldappool._base_manager import BaseManager
 from ldappool._core.slots import Slot
 from ldappool._dialer import Dialer
@@ -48,7 +48,15 @@ class AsyncLease:
         if self._slot is not None or credentials is None:
             raise RuntimeError("a connection() context can be entered only once")
         self._slot = _USED
-        slot = await self._pool.checkout(credentials)
+        try:
+            slot = await self._pool.checkout(credentials)
+        except BaseException as error:
+            # Never entered, so never exited: the password goes now, from this lease and
+            # from each frame the error passed through (the error outlives them).
+            self._credentials = None
+            del credentials
+            forget_locals(error)
+            raise
         self._slot = slot
         return self._pool.lend(slot)
 
@@ -102,8 +110,14 @@ class AsyncConnectionManager(BaseManager):
         :meth:`ConnectionManager.authenticate` does (same rules, same errors); on
         python-ldap the bind does not block the event loop, on ldap3 it runs in a worker
         thread."""
-        self._check_password_args(dn, password)
-        answer, server = await self._pool.authenticate(dn, password)
+        try:
+            self._check_password_args(dn, password)
+            answer, server = await self._pool.authenticate(dn, password)
+        except BaseException as error:  # no frame the error passed through keeps password
+            del password
+            forget_locals(error)
+            raise
+        del password  # this frame would be in a refusal's traceback
         return self._auth_result(answer, server, dn)
 
     async def open(self, wait: bool = True) -> None:

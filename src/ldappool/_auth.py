@@ -1,10 +1,13 @@
-"""What ``authenticate()`` returns, and the rule that no bind is unauthenticated."""
+"""What ``authenticate()`` returns, the rule that no bind is unauthenticated, and how an
+error keeps no password."""
 
 from __future__ import annotations
 
+import contextlib
+
 from ldappool._port import PasswordPolicy, PolicyError
 
-__all__ = ["NO_POLICY", "AuthResult", "unauthenticated"]
+__all__ = ["NO_POLICY", "AuthResult", "forget_locals", "unauthenticated"]
 
 #: The answer of a server that sent no password policy control (immutable, shared).
 NO_POLICY = PasswordPolicy()
@@ -83,3 +86,25 @@ def unauthenticated(who: str | None, cred: str | None) -> bool:
     left empty would then log anybody in. ldappool never sends one.
     """
     return bool(who) and not cred
+
+
+def forget_locals(error: BaseException) -> None:
+    """Clear the local variables of the frames that ``error`` and its causes
+    (``__cause__``, which ldappool sets whenever it wraps an error) passed through and
+    that have returned: the password checked is one of them. Their tracebacks remain,
+    line by line; only what tools that show locals (error trackers, debuggers) would
+    find there is gone. A frame still running (the caller's) is left as it is, and so is
+    ``__context__``, which may be the caller's own error.
+    """
+    if error.__traceback__ is None and error.__cause__ is None:
+        return  # (a python-ldap refusal of a password check: nothing to clear)
+    seen: set[int] = set()
+    found: BaseException | None = error
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        tb = found.__traceback__
+        while tb is not None:
+            with contextlib.suppress(RuntimeError):  # still running
+                tb.tb_frame.clear()
+            tb = tb.tb_next
+        found = found.__cause__

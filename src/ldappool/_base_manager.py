@@ -361,10 +361,14 @@ class BaseManager:
     def _auth_result(self, answer: BindAnswer, server: Server | None, dn: str) -> AuthResult:
         """What a password check answered: an AuthResult, or the refusal raised."""
         if answer.refusal is not None:
-            raise self._dialer.password_refusal(
-                answer.refusal, answer.policy, server, dn
-            ) from answer.refusal
+            raise self._password_error(answer, server, dn) from answer.refusal
         return AuthResult(dn, server.uri if server else None, answer.policy or NO_POLICY)
+
+    def _password_error(self, answer: BindAnswer, server: Server | None, dn: str) -> LDAPPoolError:
+        """The error for a refused password check (``answer.refusal``), to raise from
+        it (the frames of the refusal's traceback keep no locals: ``Dialer.error``)."""
+        assert answer.refusal is not None
+        return self._dialer.password_refusal(answer.refusal, answer.policy, server, dn)
 
     def _unauthenticated(self, who: str | None) -> LDAPPoolError:
         return self._dialer.error(

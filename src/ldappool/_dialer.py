@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from ldappool._auth import forget_locals
 from ldappool._clock import Clock
 from ldappool._errors import (
     ERROR_FOR_KIND,
@@ -18,7 +19,8 @@ from ldappool._errors import (
     InvalidCredentialsError,
     LDAPPoolError,
     PasswordExpiredError,
-    driver_flavoured,
+    flavour,
+    flavoured_error,
 )
 from ldappool._events import Event, EventKind, Events
 from ldappool._identity import Credentials
@@ -40,6 +42,10 @@ _POLICY_ERRORS: dict[PolicyError | None, type[InvalidCredentialsError]] = {
     PolicyError.ACCOUNT_LOCKED: AccountLockedError,
     PolicyError.PASSWORD_EXPIRED: PasswordExpiredError,
 }
+
+#: How many classes of errors :meth:`Dialer.error` keeps at most (a driver may make
+#: exception classes at run time, as ldap3 does for socket errors).
+_FLAVOURS_KEPT = 64
 
 log = logging.getLogger("ldappool")
 
@@ -68,6 +74,9 @@ class Dialer:
         self.events = Events()
         # server -> monotonic time until which it is quarantined (see FailoverPolicy).
         self._quarantine: dict[Server, float] = {}
+        # (ldappool error, kind, driver error class) -> the class of the errors raised
+        # (:meth:`error`): the driver's error_bases asked once per combination.
+        self._flavours: dict[tuple[type[LDAPPoolError], ErrorKind, type], type[LDAPPoolError]] = {}
 
     def plan(self) -> list[Server]:
         """Servers in the order to try: the policy's order, quarantined ones last."""
@@ -202,17 +211,22 @@ class Dialer:
         who: str,
     ) -> LDAPPoolError:
         """The error for a refused password check: InvalidCredentialsError, or the
-        subclass the server's policy answer names; BackendError for another answer."""
+        subclass the server's policy answer names; BackendError for another answer.
+        (Once per wrong password: kept short.)"""
         kind = self.driver.classify(refusal)
         if kind is not ErrorKind.CREDENTIALS:
             return self.refusal(kind, refusal, server, who, "password check")
         self.count("invalid_credentials")
         reason = policy.error if policy is not None else None
-        error: type[InvalidCredentialsError] = _POLICY_ERRORS.get(reason, InvalidCredentialsError)
-        why = reason.name.lower().replace("_", " ") if reason is not None else None
-        self._refused(server, who, why or "invalid credentials", refusal)
-        detail = f" ({why})" if why is not None else ""
-        message = f"{server} refused the password of {who!r}{detail}"
+        if reason is None:
+            error: type[InvalidCredentialsError] = InvalidCredentialsError
+            why, message = "invalid credentials", f"{server} refused the password of {who!r}"
+        else:
+            error = _POLICY_ERRORS.get(reason, InvalidCredentialsError)
+            why = reason.name.lower().replace("_", " ")
+            message = f"{server} refused the password of {who!r} ({why})"
+        if self.events.listeners:
+            self._refused(server, who, why, refusal)
         found = self.error(kind, message, server, refusal, error)
         assert isinstance(found, InvalidCredentialsError)
         found.policy = policy
@@ -243,11 +257,20 @@ class Dialer:
         """The ldappool error for a driver error of this ``kind`` (or ``error``), also an
         instance of the driver's matching classes (when the driver names them:
         ``Driver.error_bases``), so that code written against the driver's exceptions
-        catches it too."""
+        catches it too. The frames ``cause`` passed through keep no locals (see
+        :func:`~ldappool._auth.forget_locals`)."""
+        if cause is not None:
+            forget_locals(cause)  # a bind's frames hold its password
         error = error or ERROR_FOR_KIND[kind]
-        bases = getattr(self.driver, "error_bases", None)
-        native = tuple(bases(kind, cause)) if bases is not None else ()
-        return driver_flavoured(error, native, message, str(server) if server else None, cause)
+        key = (error, kind, cause.__class__)
+        made = self._flavours.get(key)
+        if made is None:
+            bases = getattr(self.driver, "error_bases", None)
+            made = flavour(error, tuple(bases(kind, cause)) if bases is not None else ())
+            if len(self._flavours) >= _FLAVOURS_KEPT:  # classes a driver made at run time
+                self._flavours.clear()
+            self._flavours[key] = made
+        return flavoured_error(made, message, str(server) if server else None, cause)
 
 
 def bind(conn: Connection, credentials: Credentials) -> None:

@@ -28,6 +28,8 @@ __all__ = [
     "PoolClosedError",
     "ServerDownError",
     "driver_flavoured",
+    "flavour",
+    "flavoured_error",
 ]
 
 E = TypeVar("E", bound="LDAPPoolError")
@@ -154,11 +156,27 @@ def driver_flavoured(
     exception would; ``str()`` is ldappool's message. The classes are made once per
     combination and cached: ``bases`` must be a small, fixed set per driver.
     """
-    flavoured = _FLAVOURS.get((error, bases))  # (every wrong password comes this way)
+    made: type[E] = flavour(error, bases)
+    return flavoured_error(made, message, backend, cause)
+
+
+def flavour(error: type[E], bases: tuple[type[BaseException], ...]) -> type[E]:
+    """The class :func:`driver_flavoured` makes its errors of: ``error`` derived from
+    ``bases`` too (made once per combination), or ``error`` itself."""
+    flavoured = _FLAVOURS.get((error, bases))
     if flavoured is None:
         flavoured = _FLAVOURS[error, bases] = _flavour(error, bases)
-    if flavoured is error:
-        return error(message, backend)
+    return flavoured
+
+
+def flavoured_error(
+    flavoured: type[E], message: str, backend: Any = None, cause: BaseException | None = None
+) -> E:
+    """An instance of ``flavoured`` (a class from :func:`flavour`) for ``message``, with
+    the ``args`` and attributes of the driver's ``cause`` when the class is also one of
+    the driver's."""
+    if "_ldappool_flavoured" not in flavoured.__dict__:
+        return flavoured(message, backend)
     instance: E = Exception.__new__(flavoured)
     if cause is not None:
         instance.__dict__.update(cause.__dict__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Protocol
 
+from ldappool._auth import forget_locals
 from ldappool._core.slots import Slot
 from ldappool._identity import Credentials
 
@@ -41,7 +42,15 @@ class Lease:
         credentials = self._credentials
         if self._slot is not None or credentials is None:
             raise RuntimeError("a connection() context can be entered only once")
-        slot = self._slot = self._lender.checkout(credentials)
+        try:
+            slot = self._slot = self._lender.checkout(credentials)
+        except BaseException as error:
+            # Never entered, so never exited: the password goes now, from this lease and
+            # from each frame the error passed through (the error outlives them).
+            self._credentials = None
+            del credentials
+            forget_locals(error)
+            raise
         return slot.native
 
     def __exit__(

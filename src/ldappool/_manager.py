@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ldappool._auth import NO_POLICY, AuthResult
+from ldappool._auth import NO_POLICY, AuthResult, forget_locals
 from ldappool._base_manager import BaseManager
 from ldappool._dialer import Dialer
 from ldappool._lease import Lease
@@ -63,12 +63,18 @@ class ConnectionManager(BaseManager):
         AccountLockedError, PasswordExpiredError) when refused, at once for an empty
         password or DN; BackendError, MaxConnectionReachedError, PoolClosedError.
         """
-        if not (dn.__class__ is str and password.__class__ is str and dn and password):
-            self._check_password_args(dn, password)  # raises, unless str subclasses
-        answer, server = self._pool.authenticate(dn, password)
-        if answer.refusal is None:  # _auth_result's common case, written out
+        try:
+            if not (dn.__class__ is str and password.__class__ is str and dn and password):
+                self._check_password_args(dn, password)  # raises, unless str subclasses
+            answer, server = self._pool.authenticate(dn, password)
+        except BaseException as error:  # no frame the error passed through keeps password
+            del password
+            forget_locals(error)
+            raise
+        if answer.refusal is None:
             return AuthResult(dn, server.uri if server else None, answer.policy or NO_POLICY)
-        return self._auth_result(answer, server, dn)
+        del password  # this frame is in the error's traceback
+        raise self._password_error(answer, server, dn) from answer.refusal
 
     def open(self, wait: bool = True) -> None:
         """Open ``min_size`` connections of the default identity now.

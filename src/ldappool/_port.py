@@ -289,7 +289,8 @@ class Driver(Protocol):
     # ldappool error about to be raised for an error of this ``kind`` (with the
     # driver's ``cause``, if any) is made an instance of these too, so that ``except``
     # clauses written for the driver's own exceptions catch it. A small fixed set per
-    # driver.
+    # driver, that depends on ``kind`` and the cause's class only: the pool asks once
+    # per pair and keeps the answer.
     #
     # Optional, for AsyncConnectionManager (without them, every call runs in the pool's
     # worker threads):

@@ -27,6 +27,7 @@ from ldappool import (
     LifetimePolicy,
 )
 from ldappool._drivers._aio import AsyncLDAP
+from tests.frames import frames_holding
 from tests.integration.harness import AuthSlapd, Slapd, User, wait_until
 
 T = TypeVar("T")
@@ -329,14 +330,19 @@ def test_authenticate_wrong_password_is_exactly_one_failure(
         result = await cm.authenticate(policy_user.dn, policy_user.password)
         assert result.server == auth_slapd.ldap_uri and not result.must_change
         for failures in (1, 2):
-            with pytest.raises(InvalidCredentialsError):
+            with pytest.raises(InvalidCredentialsError) as caught:
                 await cm.authenticate(policy_user.dn, "not the password")
+            assert frames_holding(caught.value, "not the password") == []
             assert await asyncio.to_thread(auth_slapd.failures, policy_user.uid) == failures
         checks = [cm.authenticate(policy_user.dn, policy_user.password) for _ in range(20)]
         assert {r.dn for r in await asyncio.gather(*checks)} == {policy_user.dn}
         assert await asyncio.to_thread(auth_slapd.failures, policy_user.uid) == 0
         with pytest.raises(InvalidCredentialsError):
             await cm.authenticate(policy_user.dn, "")  # never sent
+        with pytest.raises(InvalidCredentialsError) as caught:
+            async with cm.connection(policy_user.dn, "not the password"):
+                pass
+        assert frames_holding(caught.value, "not the password") == []
 
     run(main())
     assert cm.stats().opened <= 5  # auth_size (half of 10) connections at most

@@ -21,6 +21,7 @@ from ldappool import (
     PolicyError,
     Sasl,
 )
+from tests.frames import frames_holding
 from tests.integration.harness import AuthSlapd, ManagerFactory, ProxyFactory, User, whoami
 from tests.integration.harness.proxy import Op
 
@@ -56,6 +57,23 @@ def test_a_wrong_password_is_one_failed_bind_and_keeps_the_connection(
     assert cm.stats().opened == 1 and auth_slapd.client_connections() == 1
     assert cm.authenticate(policy_user.dn, policy_user.password).dn == policy_user.dn
     assert auth_slapd.failures(policy_user.uid) == 0  # a good bind clears them
+
+
+def test_no_frame_a_refusal_passed_through_keeps_the_password(
+    auth_slapd: AuthSlapd, policy_user: User, make_manager: ManagerFactory
+) -> None:
+    """An error is kept after it is raised (logged, sent to an error tracker that shows
+    each frame's locals): no frame of ldappool's or the driver's that the error or its
+    cause passed through holds the password, for authenticate() or connection()."""
+    cm = make_manager(auth_slapd.ldap_uri)
+    wrong = f"wrong-for-{policy_user.uid}"
+    with pytest.raises(InvalidCredentialsError) as caught:
+        cm.authenticate(policy_user.dn, wrong)
+    assert frames_holding(caught.value, wrong) == []
+    with pytest.raises(InvalidCredentialsError) as caught, cm.connection(policy_user.dn, wrong):
+        pass
+    assert caught.value.__cause__ is not None  # the driver's refusal, whose frames bound
+    assert frames_holding(caught.value, wrong) == []
 
 
 def test_wrong_passwords_lock_the_account_after_the_policy_s_count_exactly(
@@ -142,8 +160,10 @@ def test_a_check_whose_answer_never_comes_is_not_retried(
     cm.authenticate(policy_user.dn, policy_user.password)  # a connection for checks
     before = auth_slapd.binds()
     proxy.cut_on(Op.BIND, answered=answered)
-    with pytest.raises(BackendError, match="not retried"):
-        cm.authenticate(policy_user.dn, "wrong")
+    wrong = f"wrong-for-{policy_user.uid}"
+    with pytest.raises(BackendError, match="not retried") as caught:
+        cm.authenticate(policy_user.dn, wrong)
+    assert frames_holding(caught.value, wrong) == []  # nor the lost check's frames
     assert auth_slapd.binds() - before == (1 if answered else 0)  # sent at most once
     assert auth_slapd.failures(policy_user.uid) == (1 if answered else 0)
     assert cm.stats().connections == 0  # that connection was closed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
+from types import TracebackType
 
 import pytest
 
@@ -24,6 +25,8 @@ from ldappool import (
     Sasl,
     ServerDownError,
 )
+from ldappool._auth import forget_locals
+from tests.frames import frames_holding
 from tests.unit.fakes import (
     FakeClock,
     FakeDriver,
@@ -106,6 +109,7 @@ def test_a_bind_that_got_no_answer_is_not_retried_nor_failed_over(clock: FakeClo
     with pytest.raises(ServerDownError) as caught:
         cm.authenticate("cn=alice", "pw")
     assert "not retried" in str(caught.value)
+    assert frames_holding(caught.value, "pw") == []  # nor the frames of the lost check
     assert (first.binds, second.binds, second.opened) == (1, 0, 0)
     assert cm.stats().connections == 0  # the lost connection was closed
     assert not list(live_connections(driver))
@@ -224,6 +228,58 @@ def test_the_password_is_not_kept(make_cm: MakeCM) -> None:
         cm.authenticate("cn=alice", password + "!")
     assert sys.getrefcount(password) == before
     assert "alice-pw" not in repr(cm) + str(cm)
+
+
+def test_forget_locals_clears_the_frames_an_error_and_its_causes_left() -> None:
+    """What authenticate() and connection() do to the errors they raise: the locals of
+    each returned frame of the error and of its causes are cleared, not the lines of its
+    traceback; the running frame and ``__context__`` (the caller's) are left alone."""
+
+    def check(password: str) -> None:
+        raise ValueError("refused")
+
+    def wrap(password: str) -> None:
+        try:
+            check(password)
+        except ValueError as exc:
+            raise BackendError("lost") from exc
+
+    def callers_own() -> None:
+        mine = "the caller's"
+        raise KeyError(mine)
+
+    running = "this frame's"
+    caught: BaseException | None = None
+    try:
+        callers_own()
+    except KeyError:
+        try:
+            wrap("s3cret")
+        except BackendError as error:
+            caught = error
+    assert caught is not None and caught.__cause__ is not None
+    forget_locals(caught)
+    frames = [tb.tb_frame for tb in _tracebacks(caught) + _tracebacks(caught.__cause__)]
+    names = [frame.f_code.co_name for frame in frames]
+    assert names == [
+        "test_forget_locals_clears_the_frames_an_error_and_its_causes_left",
+        "wrap",
+        "wrap",
+        "check",
+    ]
+    assert all(frame.f_locals == {} for frame in frames[1:])
+    assert frames[0].f_locals["running"] == running  # still running: kept
+    context = caught.__cause__.__context__
+    assert isinstance(context, KeyError)
+    assert _tracebacks(context)[-1].tb_frame.f_locals == {"mine": "the caller's"}
+
+
+def _tracebacks(error: BaseException) -> list[TracebackType]:
+    found, tb = [], error.__traceback__
+    while tb is not None:
+        found.append(tb)
+        tb = tb.tb_next
+    return found
 
 
 def test_checks_run_at_most_auth_size_at_once(

@@ -233,6 +233,36 @@ def test_flavoured_errors_come_from_the_drivers_error_bases(
     assert isinstance(info.value, ServerDownError)
 
 
+def test_error_bases_are_asked_once_per_kind_and_class(
+    server: FakeServer, make_cm: MakeCM
+) -> None:
+    """The classes of the errors raised are made once per (kind, driver error class):
+    a wrong password is not the place to rebuild them. Their number is bounded, for a
+    driver that makes exception classes at run time."""
+    asked: list[tuple[ErrorKind, type]] = []
+
+    class CountingDriver(FakeDriver):
+        def error_bases(
+            self, kind: ErrorKind, cause: BaseException | None
+        ) -> tuple[type[BaseException], ...]:
+            asked.append((kind, type(cause)))
+            return (NativeDown,) if kind is ErrorKind.DOWN else (NativeLDAPError,)
+
+    cm = make_cm(driver=CountingDriver(a=server), retry_max=1)
+    server.up = False
+    for _ in range(3):
+        with pytest.raises(NativeDown), cm.connection():
+            pass
+    assert len(asked) == 1
+    dialer = cm._dialer
+    for n in range(200):  # 200 classes made at run time
+        made = type(f"Made{n}", (NativeLDAPError,), {})
+        error = dialer.error(ErrorKind.OTHER, "refused", None, made("x"))
+        assert isinstance(error, BackendError) and isinstance(error, NativeLDAPError)
+        assert error.args == ("x",) and str(error) == "refused"
+    assert len(asked) == 201 and len(dialer._flavours) <= 64
+
+
 def _checkout_whoami(cm: ConnectionManager) -> str | None:
     with cm.connection() as conn:
         whoami: str | None = conn.whoami

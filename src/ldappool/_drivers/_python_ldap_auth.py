@@ -53,19 +53,19 @@ def check_password(
     as with any other call.
     """
     state = native.__dict__
-    try:
-        # The base's simple_bind without its detours: StateConnector's marks a
-        # holder's bind (cleared below anyway) and converts the controls each time.
-        answer = native._ldappool_bind(who, cred, controls)
-    except ldap.LDAPError as error:
-        if driver.classify(error).transient:
+    # The base's simple_bind without its detours: StateConnector's marks a holder's
+    # bind (cleared below anyway) and converts the controls each time. An error comes
+    # back as a value, without the traceback that would hold ``cred``.
+    answer = native._ldappool_bind(who, cred, controls)
+    if isinstance(answer, ldap.LDAPError):
+        if driver.classify(answer).transient:
             state["_ldappool_rebound"] = True  # as simple_bind would have noted
-            raise
-        details = error.args[0] if error.args else None
+            raise answer
+        details = answer.args[0] if answer.args else None
         answered = details.get("ctrls") if isinstance(details, dict) else None
         # RFC 4511 4.2.2: a refused bind leaves the connection anonymous.
         state["who"], state["_ldappool_rebound"] = None, False
-        return BindAnswer(refusal=error, policy=_policy(answered))
+        return BindAnswer(refusal=answer, policy=_policy(answered))
     state["_ldappool_rebound"] = False  # the pool's bind, not the holder's
     state["connected"], state["who"] = True, who
     if state["_connection_time"] is None:

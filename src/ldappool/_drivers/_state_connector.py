@@ -192,30 +192,34 @@ class StateConnector(LentState, ldap.ldapobject.SimpleLDAPObject):  # type: igno
                 raise
 
     def _ldappool_bind(self, who: str, cred: str, controls: Any) -> Any:
-        """A simple bind and its answer (``result4``'s tuple): the password check's two
-        libldap calls, under the object's lock once and as :meth:`_ldap_call` makes each
-        (lost marked, ``info`` from ``errno``), two frames and a lock hold fewer.
+        """A simple bind and its answer: ``result4``'s tuple, or the LDAPError either
+        libldap call raised, handed back rather than raised. The password check's two
+        calls, under the object's lock once and as :meth:`_ldap_call` makes each (lost
+        marked, ``info`` from ``errno``), two frames and a lock hold fewer.
 
-        A zero ``timeout`` set by hand makes ``result4`` poll: no answer yet is TIMEOUT,
-        and the connection is lost to the pool (the answer may still come).
+        The error comes back without its traceback: the traceback's frame holds the
+        password (``cred``), and a frame kept past its return makes each frame on the
+        way back out be copied to the heap as it returns (a microsecond or two for each
+        wrong password). A zero ``timeout`` set by hand makes ``result4`` poll: no answer
+        yet is TIMEOUT, and the connection is lost to the pool (the answer may still come).
         """
-        if self._trace_level or ldap._trace_level >= _LOCK_TRACE_LEVEL:
-            msgid = self._ldap_call(self._l.simple_bind, who, cred, controls, None)
-            answer = self._ldap_call(self._l.result4, msgid, 1, self.timeout, 0, 0, 0)
-        else:
-            native = self._l
-            with self._ldap_object_lock._lock:
-                try:
+        try:
+            if self._trace_level or ldap._trace_level >= _LOCK_TRACE_LEVEL:
+                msgid = self._ldap_call(self._l.simple_bind, who, cred, controls, None)
+                answer = self._ldap_call(self._l.result4, msgid, 1, self.timeout, 0, 0, 0)
+            else:
+                native = self._l
+                with self._ldap_object_lock._lock:
                     msgid = native.simple_bind(who, cred, controls, None)
                     answer = native.result4(msgid, 1, self.timeout, 0, 0, 0)
-                except ldap.LDAPError as error:
-                    if isinstance(error, (ldap.SERVER_DOWN, ldap.TIMEOUT)):
-                        self.__dict__["_ldappool_lost"] = True
-                    _explain_errno(error)
-                    raise
+        except ldap.LDAPError as error:
+            if isinstance(error, (ldap.SERVER_DOWN, ldap.TIMEOUT)):
+                self.__dict__["_ldappool_lost"] = True
+            _explain_errno(error)
+            return error.with_traceback(None)
         if answer[0] is None:
             self.__dict__["_ldappool_lost"] = True
-            raise ldap.TIMEOUT({"desc": "Timed out", "msgid": msgid})
+            return ldap.TIMEOUT({"desc": "Timed out", "msgid": msgid})
         return answer
 
 
