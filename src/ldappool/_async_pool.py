@@ -36,7 +36,7 @@ from ldappool._core.slots import Slot, Step
 from ldappool._dialer import Dialer
 from ldappool._events import EventKind
 from ldappool._identity import PASSWORD_CHECKS, Credentials
-from ldappool._port import BindAnswer, Connection, Server
+from ldappool._port import BindAnswer, Connection, ErrorKind, Server
 from ldappool._runner import BaseRunner
 
 __all__ = ["MAX_WORKERS", "AsyncPool"]
@@ -45,6 +45,7 @@ __all__ = ["MAX_WORKERS", "AsyncPool"]
 MAX_WORKERS = 8
 
 _USE, _LEND, _KEEP = Step.USE, Step.LEND, Step.KEEP
+_CREDENTIALS = ErrorKind.CREDENTIALS
 
 
 class AsyncPool(BaseRunner):
@@ -208,7 +209,9 @@ class AsyncPool(BaseRunner):
             if isinstance(exc, Exception):
                 raise self._io.unanswered(server, who, exc) from exc
             raise
-        self._end_check(slot, lost=False)
+        refusal = answer.refusal
+        refused = refusal is not None and self._classify(refusal) is _CREDENTIALS
+        self._end_check(slot, lost=False, refused=refused)
         return answer, server
 
     async def _wait_at_gate(self, waiter: FutureWaiter, deadline: float) -> None:

@@ -212,11 +212,10 @@ class Dialer:
     ) -> LDAPPoolError:
         """The error for a refused password check: InvalidCredentialsError, or the
         subclass the server's policy answer names; BackendError for another answer.
-        (Once per wrong password: kept short.)"""
+        (Once per wrong password: kept short. The pool counted it as it ended the check.)"""
         kind = self.driver.classify(refusal)
         if kind is not ErrorKind.CREDENTIALS:
             return self.refusal(kind, refusal, server, who, "password check")
-        self.count("invalid_credentials")
         reason = policy.error if policy is not None else None
         if reason is None:
             error: type[InvalidCredentialsError] = InvalidCredentialsError

@@ -203,8 +203,9 @@ class BaseRunner:
         elif step is Step.ABANDON and conn is not None:
             conn.abandon()
 
-    def _end_check(self, slot: Slot, *, lost: bool) -> None:
-        """Check a password check's slot in and leave the gate, under one lock hold."""
+    def _end_check(self, slot: Slot, *, lost: bool, refused: bool = False) -> None:
+        """Check a password check's slot in and leave the gate, under one lock hold
+        (``refused``: a wrong password, counted then)."""
         conn = slot.conn
         now = self._now()
         if self._origins:
@@ -212,7 +213,7 @@ class BaseRunner:
         if self._events.listeners:
             self._checked_in(slot, now)
         with self._lock:
-            step = self._machine.end_check(slot, now, lost=lost)
+            step = self._machine.end_check(slot, now, lost=lost, refused=refused)
         if step is not _KEEP:
             self._carry_out(slot, conn, step, None)
 

@@ -20,12 +20,13 @@ from ldappool._core.waiting import Waiter
 from ldappool._dialer import Dialer
 from ldappool._events import EventKind
 from ldappool._identity import PASSWORD_CHECKS, Credentials
-from ldappool._port import BindAnswer, Server
+from ldappool._port import BindAnswer, ErrorKind, Server
 from ldappool._runner import BaseRunner
 
 __all__ = ["ThreadedPool"]
 
 _USE, _LEND, _KEEP, _CLOSE = Step.USE, Step.LEND, Step.KEEP, Step.CLOSE
+_CREDENTIALS = ErrorKind.CREDENTIALS
 
 
 class _ThreadWaiter(Waiter):
@@ -186,12 +187,14 @@ class ThreadedPool(BaseRunner):
             if isinstance(exc, Exception):
                 raise self._io.unanswered(server, who, exc) from exc
             raise
+        refusal = answer.refusal
+        refused = refusal is not None and self._classify(refusal) is _CREDENTIALS
         if self._origins or self._events.listeners:
-            self._end_check(slot, lost=False)
+            self._end_check(slot, lost=False, refused=refused)
         else:  # _end_check's common case, written out
             now = self._now()
             with self._lock:
-                step = self._machine.end_check(slot, now, lost=False)
+                step = self._machine.end_check(slot, now, lost=False, refused=refused)
             if step is not _KEEP:
                 self._carry_out(slot, conn, step, None)
         return answer, server

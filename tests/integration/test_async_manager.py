@@ -345,7 +345,8 @@ def test_authenticate_wrong_password_is_exactly_one_failure(
         assert frames_holding(caught.value, "not the password") == []
 
     run(main())
-    assert cm.stats().opened <= 5  # auth_size (half of 10) connections at most
+    assert cm.stats().opened <= 6  # auth_size (half of 10), and the one that could not bind
+    assert cm.stats().invalid_credentials == 3  # counted as the checks ended, and at bind
 
 
 @pytest.mark.parametrize("look", [True, False], ids=["looked-at", "used-as-is"])
