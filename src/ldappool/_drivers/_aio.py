@@ -30,10 +30,10 @@ import ldap
 import ldap.controls.libldap
 
 from ldappool._drivers._aio_wait import Answer, Turn, exchange
-from ldappool._drivers._ppolicy import PPOLICY_OID, policy_or_none
+from ldappool._drivers._python_ldap_auth import BOUND, policy
 from ldappool._drivers._shared import PAGED_RESULTS, WHOAMI
 from ldappool._drivers._state_connector import continues_paging
-from ldappool._port import BindAnswer, PasswordPolicy
+from ldappool._port import BindAnswer
 
 __all__ = ["AsyncLDAP", "Found"]
 
@@ -49,7 +49,6 @@ _TRANSPORT = (ldap.SERVER_DOWN, ldap.CONNECT_ERROR, ldap.UNAVAILABLE, ldap.BUSY,
 #: search_ext's server-side time limit: none (the operation's ``timeout`` is the client's).
 _NO_LIMIT = -1
 _MAX_INT = 2**31 - 1  # RFC 4511's maxInt: the largest page size RFC 2696 can carry
-_BOUND = BindAnswer()
 
 
 class AsyncLDAP:
@@ -155,9 +154,9 @@ class AsyncLDAP:
                 details = error.args[0] if error.args else None
                 refused = details.get("ctrls") if isinstance(details, dict) else None
                 state["who"], state["_ldappool_rebound"] = None, not pooled
-                return BindAnswer(refusal=error, policy=_policy(refused))
+                return BindAnswer(refusal=error.with_traceback(None), policy=policy(refused))
         _bound(state, who, pooled)
-        return BindAnswer(policy=_policy(answer[3])) if answer[3] else _BOUND
+        return BindAnswer(policy=policy(answer[3])) if answer[3] else BOUND
 
     # -- reads: once more after recover ------------------------------------------------
 
@@ -382,13 +381,3 @@ def _cookie(controls: Any) -> bytes:
             control.decodeControlValue(value)
             return bytes(control.cookie or b"")
     return b""
-
-
-def _policy(controls: object) -> PasswordPolicy | None:
-    """The policy answer among python-ldap's raw response control tuples, if any."""
-    if not isinstance(controls, (list, tuple)):
-        return None
-    for control in controls:
-        if isinstance(control, tuple) and len(control) == 3 and control[0] == PPOLICY_OID:
-            return policy_or_none(control[2])
-    return None

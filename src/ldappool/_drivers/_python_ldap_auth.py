@@ -2,9 +2,10 @@
 root DSE read that decides whether a password check sends the policy control.
 
 Functions on a connection's :class:`StateConnector`, which
-:class:`~ldappool._drivers.python_ldap.PythonLdapConnection`'s ``check_password``,
-``sasl_bind`` and ``supported_controls`` delegate to; the connection keeps its own
-bookkeeping (the socket it watches, the controls its password checks send).
+:class:`~ldappool._drivers.python_ldap.PythonLdapConnection`'s ``sasl_bind`` and
+``supported_controls`` delegate to; the connection keeps its own bookkeeping (the
+socket it watches, the controls its password checks send). Its ``check_password``, run
+on every login, is written there in one piece, with :func:`policy` from here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ldappool._drivers._ppolicy import PPOLICY_OID, policy_or_none
 from ldappool._drivers._state_connector import BASE, StateConnector
 from ldappool._port import BindAnswer, Driver, PasswordPolicy, Sasl
 
-__all__ = ["BindControls", "bind_controls", "check_password", "sasl_bind", "supported_controls"]
+__all__ = ["BOUND", "BindControls", "bind_controls", "policy", "sasl_bind", "supported_controls"]
 
 #: What a password check sends: the policy request control, or None (no control).
 BindControls: TypeAlias = list[tuple[str, bool, None]] | None
@@ -28,50 +29,13 @@ BindControls: TypeAlias = list[tuple[str, bool, None]] | None
 #: The password policy request control as libldap takes it (criticality False, no value).
 _PPOLICY_TUPLES = [(PPOLICY_OID, False, None)]
 #: A successful check that came back without any response control.
-_BOUND = BindAnswer()
+BOUND = BindAnswer()
 # SASL mechanisms driven through libsasl's callbacks with a user name and a secret (and
 # an optional authorization identity); EXTERNAL and GSSAPI take only the latter.
 _SECRET_MECHANISMS = frozenset(
     {"PLAIN", "CRAM-MD5", "DIGEST-MD5"}
     | {f"SCRAM-SHA-{bits}" for bits in ("1", "224", "256", "384", "512")}
 )
-
-
-def check_password(
-    native: StateConnector, who: str, cred: str, controls: BindControls, driver: Driver
-) -> BindAnswer:
-    """One simple bind with ``controls`` (the password policy request control, or none);
-    a refusal is returned, a transient error (as ``driver`` classifies it) raised.
-
-    ``simple_bind`` and the C ``result4`` rather than ``simple_bind_s``: python-ldap's
-    own result methods decode response controls through its registry, which drops a
-    control it does not know (the policy control, unless some code imported
-    ``ldap.controls.ppolicy``) and otherwise decodes it with pyasn1. The raw
-    ``(oid, criticality, value)`` tuples come from ``result4`` on success, and from
-    the exception's ``ctrls`` on a refusal. Both run as the object's ``_ldap_call``
-    runs each call (``StateConnector._ldappool_bind``), so a lost connection is marked
-    as with any other call.
-    """
-    state = native.__dict__
-    # The base's simple_bind without its detours: StateConnector's marks a holder's
-    # bind (cleared below anyway) and converts the controls each time. An error comes
-    # back as a value, without the traceback that would hold ``cred``.
-    answer = native._ldappool_bind(who, cred, controls)
-    if isinstance(answer, ldap.LDAPError):
-        if driver.classify(answer).transient:
-            state["_ldappool_rebound"] = True  # as simple_bind would have noted
-            raise answer
-        details = answer.args[0] if answer.args else None
-        answered = details.get("ctrls") if isinstance(details, dict) else None
-        # RFC 4511 4.2.2: a refused bind leaves the connection anonymous.
-        state["who"], state["_ldappool_rebound"] = None, False
-        return BindAnswer(refusal=answer, policy=_policy(answered))
-    state["_ldappool_rebound"] = False  # the pool's bind, not the holder's
-    state["connected"], state["who"] = True, who
-    if state["_connection_time"] is None:
-        state["_connection_time"] = time.time()
-    answered = answer[3]
-    return BindAnswer(policy=_policy(answered)) if answered else _BOUND
 
 
 def supported_controls(native: StateConnector, driver: Driver) -> frozenset[str] | None:
@@ -121,7 +85,7 @@ def sasl_bind(native: StateConnector, sasl: Sasl, driver: Driver) -> None:
         state["_connection_time"] = time.time()
 
 
-def _policy(controls: object) -> PasswordPolicy | None:
+def policy(controls: object) -> PasswordPolicy | None:
     """The policy answer among python-ldap's raw response control tuples, if any."""
     if not isinstance(controls, (list, tuple)):
         return None

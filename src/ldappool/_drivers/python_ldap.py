@@ -6,9 +6,10 @@ TLS material or timeouts. A manager given no ``tls_*`` argument leaves TLS to py
 process-wide options, as ldappool 3.x did. ``ReconnectLDAPObject`` is not used:
 reconnecting is the pool's job, and it would silently replay writes.
 
-This module holds the connection's life (bind, liveness, reconnect, close, fork) and the
-driver (connect, errors, asyncio); the password check, SASL binds and the root DSE read
-are in :mod:`~ldappool._drivers._python_ldap_auth`, the connector class and the options
+This module holds the connection's life (bind, password check, liveness, reconnect,
+close, fork) and the driver (connect, errors, asyncio); SASL binds, the root DSE read and
+the policy answer's decoding are in :mod:`~ldappool._drivers._python_ldap_auth`, the
+connector class and the options
 set on each connection in :mod:`~ldappool._drivers._python_ldap_setup`.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
@@ -90,12 +92,44 @@ class PythonLdapConnection:
         self._watch(self._native.get_option(ldap.OPT_DESC))
 
     def check_password(self, who: str, cred: str) -> BindAnswer:
-        """One simple bind with the password policy request control; a refusal is returned
-        (:func:`~ldappool._drivers._python_ldap_auth.check_password`)."""
-        answer = auth.check_password(self._native, who, cred, self._bind_controls, self._driver)
+        """One simple bind with the password policy request control (unless the server
+        does not list it); a refusal is returned, a transient error (as the driver
+        classifies it) raised.
+
+        ``simple_bind`` and the C ``result4`` rather than ``simple_bind_s``: python-ldap's
+        own result methods decode response controls through its registry, which drops a
+        control it does not know (the policy control, unless some code imported
+        ``ldap.controls.ppolicy``) and otherwise decodes it with pyasn1. The raw
+        ``(oid, criticality, value)`` tuples come from ``result4`` on success, and from
+        the error's ``ctrls`` on a refusal. Both calls run as the object's ``_ldap_call``
+        runs each (``StateConnector._ldappool_bind``), so a lost connection is marked as
+        with any other call. Run on every login: in one piece.
+        """
+        native = self._native
+        state = native.__dict__
+        # The base's simple_bind without its detours: StateConnector's marks a holder's
+        # bind (cleared below anyway) and converts the controls each time. An error comes
+        # back as a value, without the traceback that would hold ``cred``.
+        answer = native._ldappool_bind(who, cred, self._bind_controls)
+        if isinstance(answer, ldap.LDAPError):
+            if self._driver.classify(answer).transient:
+                state["_ldappool_rebound"] = True  # as simple_bind would have noted
+                raise answer
+            details = answer.args[0] if answer.args else None
+            answered = details.get("ctrls") if isinstance(details, dict) else None
+            # RFC 4511 4.2.2: a refused bind leaves the connection anonymous.
+            state["who"], state["_ldappool_rebound"] = None, False
+            if self._watching is None:
+                self._watch(native.get_option(ldap.OPT_DESC))
+            return BindAnswer(refusal=answer, policy=auth.policy(answered))
+        state["_ldappool_rebound"] = False  # the pool's bind, not the holder's
+        state["connected"], state["who"] = True, who
+        if state["_connection_time"] is None:
+            state["_connection_time"] = time.time()
         if self._watching is None:  # libldap only changes the socket after SERVER_DOWN
-            self._watch(self._native.get_option(ldap.OPT_DESC))
-        return answer
+            self._watch(native.get_option(ldap.OPT_DESC))
+        answered = answer[3]
+        return BindAnswer(policy=auth.policy(answered)) if answered else auth.BOUND
 
     async def check_password_aio(self, lent: Any, who: str, cred: str) -> BindAnswer:
         """:meth:`check_password` on the event loop, through ``lent`` (this connection's
