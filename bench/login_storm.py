@@ -36,7 +36,7 @@ USERS = 50
 THREADS = 8
 SIZE = 8
 #: Turns of the mixed storm and of the wrong one, per round; seconds per burst.
-TURNS = 16
+TURNS = 32
 WRONG_TURNS = 2
 BURST = 0.1
 
