@@ -470,7 +470,7 @@ refused, a wrong one accepted, any exception) is an error.
   own to pair with. It logs each refused password with a traceback: formatted, then
   thrown away.
 
-The contestants of one process take turns in bursts of 100 ms, in rotating order, 16
+The contestants of one process take turns in bursts of 100 ms, in rotating order, 32
 turns per round and a new process per round; ratios are medians over the paired bursts,
 as above. Between two bursts, every thread stopped, the worker reads slapd's
 cn=Monitor over ldapi://, anonymously, on one connection it opened before its first
@@ -492,43 +492,48 @@ each attempt cost exactly one bind (1.000 binds per attempt), that is 1.000 too.
 
 {figures}
 
-Why ``authenticate()`` stays below the limit on python-ldap, from in-process A/B runs
-made while writing this (8 threads, 50 turns of 0.1 s bursts taking turns, with the
-client's and slapd's CPU time and the client's context switches per attempt counted).
-This is a 2-core machine: slapd needs about one core, so the client's CPU per attempt
-sets the throughput, and whatever Python a check runs between its two calls into
-libldap (``simple_bind``, then ``result4``) makes the other 7 threads wait more often
-for the GIL: a microsecond of Python per check costs about 5-10 % here, several times
-what it costs alone. The policy control is sent only to servers whose root DSE lists
-it (this slapd does not). What the A/B runs showed, and what was done:
+Where ``authenticate()`` stands on python-ldap, from in-process A/B runs made while
+writing this (8 threads, 40-50 turns of 0.1 s bursts taking turns, with the client's
+and slapd's CPU time and the client's context switches per attempt counted), and from
+``perf`` and single-thread runs against the same slapd. This is a 2-core machine: slapd
+needs about one core, so the client's CPU per attempt sets the throughput. Two thirds of
+that CPU is the kernel's (system calls, context switches); the Python of a check runs on
+caches and TLB entries that slapd and the other threads have just used, so a
+microsecond of it measured in a tight loop costs several here: about 5-10 % of the
+throughput per microsecond. The policy control is sent only to servers whose root DSE
+lists it (this slapd does not). What the runs showed, and what was done:
 
 - The look at the socket before each check (``getsockopt``, a system call) cost about
   10 us of client CPU per check under load and ~10 % of the throughput. A connection
   whose previous check ended less than ``socket_check_after`` ago (0.05 s) is now used
   without it (:doc:`policies`); in a storm that is every check.
-- The driver's check ran its two libldap calls through ``_ldap_call`` twice; they now
-  run under the object's lock once, as ``_ldap_call`` would run each (0.76 -> 0.84 of
-  the limit in the A/B runs). It is cheaper than ``simple_bind_s``: a bare pool around
-  it (a lock, a list of 8 connections) reached 0.95.
-- The common case of ``authenticate()`` runs straight through (one machine call to
-  pass the gate with a kept connection, one to give both back), and a wrong password's
-  error class comes from a cache (6.6 -> 5.0 us per refusal).
+- The driver's check makes its two libldap calls under the object's lock once, as
+  ``_ldap_call`` would make each, in one method: a bare pool around it costs what the
+  floor costs, in the storm and alone.
+- A wrong password cost a single thread 18 us more CPU than the floor's, against 6 us
+  more for a right one. The driver's refusal came back with its traceback, whose frames
+  held the password: every frame on the way back out was then copied to the heap as it
+  returned, and the error raised to the caller kept them all (and the password, for
+  error trackers to show). The refusal now comes back without them, and the frames an
+  error passes through keep no locals (:doc:`authentication`); a refusal's count is
+  taken under the lock the end of the check holds anyway, and its error class is made
+  once. Without I/O, a refusal went from 10 to 7 us, a mixed attempt from 3.9 to 3.4 us
+  (the floor: 3.0).
+- The common case of ``authenticate()`` runs straight through: one machine call to
+  pass the gate with a kept connection, one to give both back (checkin's common case
+  written out there).
 
-What is left, ~1.5 us of the pool's own Python per check (the state machine's
-bookkeeping, the frames of the manager and the runner), is the difference between that
-bare pool (0.95 in the A/B runs) and ``authenticate()`` (0.84 there; a result object
-written out rather than made with attrs, and the end of a check without a detour, then
-took it to 0.89 of the storm's floor in the A/B runs). The pool's lock is not the
-cause: counted, 0 of 273,000 takes found it held. Against the storm's own floor, the
-bare pool around the limit's ``simple_bind_s`` (its line above), six runs of ``python -m
-bench.run --only login-storm`` and ``make bench`` since then put ``authenticate()`` at
-0.92-0.95 of the floor in five (0.79 in the sixth, whose floor measured 1.14): the
-target, counted within 5 % of the floor, is missed by 0-3 % of the floor in most runs.
+Since then, eight runs of the storm alone (``python -m bench.run --only login-storm``,
+48 and 96 paired bursts) and one ``make bench`` put ``authenticate()`` at 0.93-1.07 of
+the floor measured in the same run, about 1.00 on average; the target, counted within
+5 % of the floor, failed narrowly (0.93, 0.945 of the floor) in two of them. The
+per-burst ratios spread by about ±12 %, so the storm now runs 96 paired bursts. The
+pool's lock is not a cost: counted, 0 of 273,000 takes found it held.
 With the default ``auth_size`` (half of ``size``), half of the 8 threads queue at the
 gate at any time and each check is a hand-off between two threads: 0.57-0.72 of a
 limit that has 8 connections to the pool's 4.
 
-Alone, about 60 seconds (prints the table and these lines, writes
+Alone, about 100 seconds (prints the table and these lines, writes
 ``bench/results/storm-*.json``, leaves this page alone)::
 
     python -m bench.run --only login-storm
