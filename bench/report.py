@@ -524,11 +524,18 @@ lists it (this slapd does not). What the runs showed, and what was done:
   written out there).
 
 Since then, eight runs of the storm alone (``python -m bench.run --only login-storm``,
-48 and 96 paired bursts) and one ``make bench`` put ``authenticate()`` at 0.93-1.07 of
-the floor measured in the same run, about 1.00 on average; the target, counted within
-5 % of the floor, failed narrowly (0.93, 0.945 of the floor) in two of them. The
-per-burst ratios spread by about ±12 %, so the storm now runs 96 paired bursts. The
-pool's lock is not a cost: counted, 0 of 273,000 takes found it held.
+48 and 96 paired bursts) and two of ``make bench``: 30 rounds, each a process of its
+own. Round by round, ``authenticate()`` made 0.938 of the floor's attempts per second
+in the median round (the middle half of the rounds 0.92-0.97), against the 0.95 the
+target asks when it is counted within 5 % of the floor: close, not there. In 5 of
+those rounds ``authenticate()`` ran 1.4-1.7 times as fast as the floor and the limit
+in the same process, all of them rounds that followed ldappool 3.0.0's process: a
+mode of the server or the scheduler we have not explained, which lifts the median
+of a whole run when it happens (the storm alone passed in six of eight runs, and
+``make bench`` failed in both). The per-burst ratios spread by about ±12 %, so the
+storm now runs 96 paired bursts. The pool's lock is not a cost: counted, 0 of 273,000
+takes found it held.
+
 With the default ``auth_size`` (half of ``size``), half of the 8 threads queue at the
 gate at any time and each check is a hand-off between two threads: 0.57-0.72 of a
 limit that has 8 connections to the pool's 4.
