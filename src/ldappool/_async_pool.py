@@ -177,7 +177,7 @@ class AsyncPool(BaseRunner):
         deadline = math.nan
         if not passed:
             deadline = self._deadline()
-            await self._wait_at_gate(waiter, deadline)
+            slot = await self._wait_at_gate(waiter, deadline)
         try:
             if slot is None:
                 slot = await self.checkout(PASSWORD_CHECKS, deadline)
@@ -193,7 +193,7 @@ class AsyncPool(BaseRunner):
                     self._emit(EventKind.CHECKED_OUT, slot, None, self._now() - now)
         except BaseException:
             with self._lock:
-                self._machine.leave_gate()
+                self._machine.leave_gate(self._now())
             raise
         server, conn = slot.server, slot.conn
         assert conn is not None
@@ -214,16 +214,19 @@ class AsyncPool(BaseRunner):
         self._end_check(slot, lost=False, refused=refused)
         return answer, server
 
-    async def _wait_at_gate(self, waiter: FutureWaiter, deadline: float) -> None:
+    async def _wait_at_gate(self, waiter: FutureWaiter, deadline: float) -> Slot | None:
+        """Until the gate lets this password check in (its slot, as ``begin_check``
+        gives one), or time is up."""
         try:
             while True:
                 woken = await waiter.wait(deadline)
                 with self._lock:
-                    if self._machine.at_gate(waiter, timed_out=not woken):
-                        return
+                    passed, slot = self._machine.at_gate(waiter, self._now(), timed_out=not woken)
+                    if passed:
+                        return slot
         except BaseException:
             with self._lock:
-                self._machine.cancel_gate(waiter)
+                self._machine.cancel_gate(waiter, self._now())
             raise
 
     # -- closing, in the worker threads --------------------------------------------------

@@ -207,7 +207,7 @@ class ThreadedPool(BaseRunner):
         deadline = math.nan
         if waiter is not None:
             deadline = self._deadline()
-            self._wait_at_gate(waiter, deadline)
+            slot = self._wait_at_gate(waiter, deadline)
         try:
             if slot is None:
                 slot = self.checkout(PASSWORD_CHECKS, deadline)
@@ -223,21 +223,23 @@ class ThreadedPool(BaseRunner):
                     self._emit(EventKind.CHECKED_OUT, slot, None, self._now() - now)
         except BaseException:
             with self._lock:
-                self._machine.leave_gate()
+                self._machine.leave_gate(self._now())
             raise
         return slot
 
-    def _wait_at_gate(self, waiter: _ThreadWaiter, deadline: float) -> None:
-        """Sleep until the gate lets this password check in, or time is up."""
+    def _wait_at_gate(self, waiter: _ThreadWaiter, deadline: float) -> Slot | None:
+        """Sleep until the gate lets this password check in (its slot, as
+        ``begin_check`` gives one), or time is up."""
         try:
             while True:
                 woken = waiter.wait(_left(deadline))
                 with self._lock:
-                    if self._machine.at_gate(waiter, timed_out=not woken):
-                        return
+                    passed, slot = self._machine.at_gate(waiter, self._now(), timed_out=not woken)
+                    if passed:
+                        return slot
         except BaseException:
             with self._lock:
-                self._machine.cancel_gate(waiter)
+                self._machine.cancel_gate(waiter, self._now())
             raise
 
     # -- maintenance -----------------------------------------------------------------

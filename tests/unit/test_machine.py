@@ -1015,7 +1015,7 @@ class Runner:
         elif name == "begin_check":  # a password check (not queued when the gate is full)
             passed, slot = m.begin_check(self.now)
             if passed and slot is None:  # the pool is full: it would wait as a checkout
-                m.leave_gate()
+                m.leave_gate(self.now)
             elif slot is not None:
                 assert slot.step is not Step.USE or self.now - slot.last_used < 0.05
                 self.checks.add(id(slot))
@@ -1047,7 +1047,7 @@ class Runner:
             had_conn = slot.conn is not None
             if id(slot) in self.checks:  # the check's place at the gate is given up too
                 self.checks.discard(id(slot))
-                m.leave_gate()
+                m.leave_gate(now)
             verdict = m.failed(slot, now)
             assert verdict is (Step.CLOSE if had_conn else Step.KEEP)
             if verdict is Step.CLOSE:
@@ -1191,54 +1191,87 @@ def test_random_events_keep_the_invariants(size: int, handoff_after: float, ops:
 CHECKS = PASSWORD_CHECKS
 
 
-def test_gate_lets_in_auth_size_checks_then_queues_first_come_first_served() -> None:
+def test_gate_lets_in_auth_size_checks_then_serves_the_queue_oldest_first() -> None:
     m = PoolMachine(size=4, lifetime=lifetime(), auth_size=2, pool_timeout=1.0)
     inside = [RecordingWaiter(CHECKS, 0.0) for _ in range(2)]
     assert all(m.enter_gate(w) for w in inside)
     first, second = RecordingWaiter(CHECKS, 0.1), RecordingWaiter(CHECKS, 0.2)
     assert not m.enter_gate(first) and not m.enter_gate(second)
     assert m.snapshot()[1].waiting == 2
-    m.leave_gate()
+    m.leave_gate(0.11)  # the place is free, the oldest woken to take it
     assert (first.wakes, second.wakes) == (1, 0)
-    assert m.at_gate(first, timed_out=False)
-    assert not m.at_gate(second, timed_out=False)  # still queued
+    assert m.snapshot()[1].waiting == 2  # woken, not yet looking: still waiting
+    passed, slot = m.at_gate(first, 0.12, timed_out=False)
+    assert passed and slot is not None and slot.credentials is CHECKS
+    assert m.at_gate(second, 0.12, timed_out=False) == (False, None)  # still queued
     with pytest.raises(MaxConnectionReachedError, match="auth_size"):
-        m.at_gate(second, timed_out=True)
+        m.at_gate(second, 1.2, timed_out=True)
     assert m.snapshot()[1].waiting == 0
     assert m.counts.wait_timeouts == 1
+
+
+def test_a_free_place_goes_to_a_running_check_until_the_oldest_waited_handoff_after() -> None:
+    """A check that ends frees its place and wakes the oldest queued one to take it; a
+    check already running may take it first (the woken one goes back to the head,
+    its age kept). Once the oldest has waited ``handoff_after``, places go to it."""
+    m = PoolMachine(size=4, lifetime=lifetime(), auth_size=1, pool_timeout=1.0, handoff_after=0.05)
+    assert m.enter_gate(RecordingWaiter(CHECKS, 0.0))
+    queued, later = RecordingWaiter(CHECKS, 0.0), RecordingWaiter(CHECKS, 0.01)
+    assert not m.enter_gate(queued) and not m.enter_gate(later)
+    m.leave_gate(0.01)
+    assert (queued.wakes, later.wakes) == (1, 0)
+    assert m.enter_gate(RecordingWaiter(CHECKS, 0.01))  # running: takes the place first
+    assert m.at_gate(queued, 0.02, timed_out=False) == (False, None)  # back at the head
+    m.leave_gate(0.03)  # 30 ms of waiting: woken again, to look
+    assert m.enter_gate(RecordingWaiter(CHECKS, 0.03))
+    assert m.at_gate(queued, 0.03, timed_out=False) == (False, None)
+    m.leave_gate(0.06)  # 60 ms: the place is handed to it, nobody can take it first
+    assert (queued.wakes, later.wakes) == (3, 0)
+    assert not m.enter_gate(RecordingWaiter(CHECKS, 0.06))
+    passed, slot = m.at_gate(queued, 0.07, timed_out=True)  # let in: good even late
+    assert passed and slot is not None
+    assert m.counts.password_checks == 3
 
 
 def test_a_check_let_in_as_it_gives_up_passes_its_place_on() -> None:
     m = PoolMachine(size=2, lifetime=lifetime(), auth_size=1, pool_timeout=1.0)
     assert m.enter_gate(RecordingWaiter(CHECKS, 0.0))
-    late, next_one = RecordingWaiter(CHECKS, 0.1), RecordingWaiter(CHECKS, 0.2)
+    late, next_one = RecordingWaiter(CHECKS, 0.1), RecordingWaiter(CHECKS, 0.11)
     m.enter_gate(late)
     m.enter_gate(next_one)
-    m.leave_gate()  # lets ``late`` in...
-    m.cancel_gate(late)  # ...which was interrupted meanwhile
-    assert next_one.wakes == 1 and m.at_gate(next_one, timed_out=False)
+    m.leave_gate(0.12)  # wakes ``late`` to take the free place...
+    m.cancel_gate(late, 0.12)  # ...which was interrupted meanwhile
+    assert next_one.wakes == 1 and m.at_gate(next_one, 0.13, timed_out=False)[0]
+    waited = RecordingWaiter(CHECKS, 0.2)
+    m.enter_gate(waited)
+    m.leave_gate(1.0)  # ``waited`` waited long enough: the place is handed to it...
+    m.cancel_gate(waited, 1.0)  # ...and given up: free for the next check
+    assert m.enter_gate(RecordingWaiter(CHECKS, 1.0))
 
 
 def test_the_default_share_is_half_the_size_and_follows_a_resize() -> None:
     m = PoolMachine(size=4, lifetime=lifetime(), pool_timeout=1.0)
     assert [m.enter_gate(RecordingWaiter(CHECKS, 0.0)) for _ in range(3)] == [True, True, False]
-    m.resize(6, 1.0)  # half of 6: one more place, taken by the queued check
+    m.resize(6, 1.0)  # half of 6: one more place, handed to the queued check
     assert m.snapshot()[1].waiting == 0
     m.set_auth_size(1)
-    m.leave_gate()
-    m.leave_gate()
+    m.leave_gate(2.0)
+    m.leave_gate(2.0)
     assert not m.enter_gate(RecordingWaiter(CHECKS, 2.0))  # 1 inside, limit 1
 
 
 def test_close_fails_the_checks_queued_at_the_gate() -> None:
     m = PoolMachine(size=1, lifetime=lifetime(), auth_size=1, pool_timeout=1.0)
     assert m.enter_gate(RecordingWaiter(CHECKS, 0.0))
-    queued = RecordingWaiter(CHECKS, 0.1)
-    assert not m.enter_gate(queued)
+    queued, looking = RecordingWaiter(CHECKS, 0.1), RecordingWaiter(CHECKS, 0.1)
+    assert not m.enter_gate(looking) and not m.enter_gate(queued)
+    m.leave_gate(0.11)  # ``looking`` is woken to take the place...
+    assert m.enter_gate(RecordingWaiter(CHECKS, 0.11))  # ...taken first
     m.close()
-    assert queued.wakes == 1
-    with pytest.raises(PoolClosedError):
-        m.at_gate(queued, timed_out=False)
+    assert (queued.wakes, looking.wakes) == (1, 1)  # woken once per wait
+    for waiter in (queued, looking):
+        with pytest.raises(PoolClosedError):
+            m.at_gate(waiter, 0.2, timed_out=False)
     with pytest.raises(PoolClosedError):
         m.enter_gate(RecordingWaiter(CHECKS, 0.2))
 

@@ -68,15 +68,21 @@ class CheckDecisions:
         ``(True, None)`` past the gate but the pool is full (check out as usual);
         ``(False, None)`` the gate is full: queue a waiter with :meth:`queue_gate`.
 
-        The common case, the last connection a check used, fit, is :meth:`request`'s
-        first branch written out: USE when that check ended moments ago.
+        A check that finds a free place takes it, even while others queue asleep
+        (:mod:`~ldappool._core.gate` says why).
         """
         if self.closed:
             raise PoolClosedError("this ConnectionManager is closed")
         gate = self._gate
-        if gate.inside >= gate.limit or gate.waiters:
+        if gate.inside >= gate.limit:
             return False, None
         gate.inside += 1
+        return True, self._check_slot(now)
+
+    def _check_slot(self, now: float) -> Slot | None:
+        """A slot for a check past the gate, or None when the pool is full. The common
+        case, the last connection a check used, fit, is :meth:`request`'s first branch
+        written out: USE when that check ended moments ago."""
         bucket = self._idle.get(_CHECKS.key)
         if bucket and now < bucket[-1].fit_until:
             slot = bucket.pop()
@@ -88,8 +94,8 @@ class CheckDecisions:
             slot.in_use = True
             slot.credentials = PASSWORD_CHECKS
             slot.lent_at = now
-            return True, slot
-        return True, self.request(PASSWORD_CHECKS, now)
+            return slot
+        return self.request(PASSWORD_CHECKS, now)
 
     def queue_gate(self, waiter: Waiter) -> None:
         """Queue a password check behind the gate (after ``begin_check`` said so)."""
@@ -134,35 +140,37 @@ class CheckDecisions:
         gate = self._gate  # leave_gate(), inline
         gate.inside -= 1
         if gate.waiters:
-            gate.let_in()
+            gate.serve(now)
         return step
 
-    def at_gate(self, waiter: Waiter, *, timed_out: bool) -> bool:
-        """A queued password check woke up (or its time ran out): True once let in.
+    def at_gate(self, waiter: Waiter, now: float, *, timed_out: bool) -> tuple[bool, Slot | None]:
+        """A queued password check woke up (or its time ran out): ``(True, slot)`` once
+        past the gate, with a slot as :meth:`begin_check` gives one; ``(False, None)``:
+        wait again (a running check took the free place first).
 
         Raises MaxConnectionReachedError when time is up, PoolClosedError if closed.
         """
-        if waiter.woken:  # let in: good even if time ran out meanwhile
-            return True
+        if self._gate.look(waiter, now):  # good even if time ran out meanwhile
+            return True, self._check_slot(now)
         if waiter.error is not None:
             raise waiter.error
         if not timed_out:
-            return False
-        self._gate.cancel(waiter)
+            return False, None
+        self._gate.cancel(waiter, now)
         self.counts.wait_timeouts += 1
         raise MaxConnectionReachedError(
             f"all {self._gate.limit} places for password checks (auth_size) stayed in use for "
             f"pool_timeout={self.pool_timeout}s; raise auth_size, size or pool_timeout"
         )
 
-    def cancel_gate(self, waiter: Waiter) -> None:
+    def cancel_gate(self, waiter: Waiter, now: float) -> None:
         """A queued password check was interrupted: out of the queue, its place passed on."""
-        self._gate.cancel(waiter)
+        self._gate.cancel(waiter, now)
 
-    def leave_gate(self) -> None:
+    def leave_gate(self, now: float) -> None:
         """A password check that passed the gate is done (whatever its outcome)."""
         self.counts.password_checks += 1
-        self._gate.leave()
+        self._gate.leave(now)
 
     def set_auth_size(self, auth_size: int | None) -> None:
         """A new share for password checks (None: half of ``size``), in force now."""

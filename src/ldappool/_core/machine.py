@@ -87,7 +87,7 @@ class PoolMachine(CheckDecisions, UpkeepDecisions):
         self._idle_lru: OrderedDict[int, Slot] = OrderedDict()
         self._queue = WaitQueue(self._handoff_after)
         self._waiters = self._queue.waiters  # read on every checkin
-        self._gate = Gate(self._auth_limit())
+        self._gate = Gate(self._auth_limit(), self._handoff_after)
 
     # -- checkout ------------------------------------------------------------------------
 
@@ -447,12 +447,13 @@ class PoolMachine(CheckDecisions, UpkeepDecisions):
 
     @property
     def handoff_after(self) -> float:
-        """Seconds the oldest waiter may be passed over before slots are handed to it."""
+        """Seconds the oldest waiter may be passed over before slots (or, at the gate,
+        places for password checks) are handed to it."""
         return self._handoff_after
 
     @handoff_after.setter
     def handoff_after(self, seconds: float) -> None:
-        self._handoff_after = self._queue.handoff_after = seconds
+        self._handoff_after = self._queue.handoff_after = self._gate.handoff_after = seconds
 
     @property
     def occupied(self) -> int:
@@ -471,7 +472,7 @@ class PoolMachine(CheckDecisions, UpkeepDecisions):
             connections=len(occupied),
             in_use=sum(1 for s in occupied if s.in_use),
             idle=len(self._idle_lru),
-            waiting=len(self._queue) + len(self._gate.waiters),
+            waiting=len(self._queue) + len(self._gate),
             **self.counts.as_dict(),
         )
         return [s.view() for s in occupied], stats

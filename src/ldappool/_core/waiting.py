@@ -30,7 +30,7 @@ __all__ = ["WaitQueue", "Waiter"]
 class Waiter:
     """One checkout queued on a full pool: the runner subclasses it with a way to block."""
 
-    __slots__ = ("credentials", "error", "since", "slot", "woken")
+    __slots__ = ("credentials", "error", "passed", "since", "slot", "woken")
 
     def __init__(self, credentials: Credentials, since: float) -> None:
         self.credentials = credentials
@@ -39,6 +39,9 @@ class Waiter:
         self.slot: Slot | None = None
         #: Told to look for a free slot (taken out of the queue meanwhile).
         self.woken = False
+        #: A password check let past the gate (:mod:`ldappool._core.gate`): a place was
+        #: taken for it.
+        self.passed = False
         #: Why it must stop waiting (the pool closed).
         self.error: BaseException | None = None
 
