@@ -94,7 +94,9 @@ def forget_locals(error: BaseException) -> None:
     that have returned: the password checked is one of them. Their tracebacks remain,
     line by line; only what tools that show locals (error trackers, debuggers) would
     find there is gone. A frame still running (the caller's) is left as it is, and so is
-    ``__context__``, which may be the caller's own error.
+    ``__context__``, which may be the caller's own error. (Clearing the frame of a
+    suspended generator or coroutine would close it: none is on the way of the errors
+    ldappool clears, whose frames have returned or are the one handling the error.)
     """
     if error.__traceback__ is None and error.__cause__ is None:
         return  # (a python-ldap refusal of a password check: nothing to clear)
