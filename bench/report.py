@@ -531,7 +531,11 @@ target asks when it is counted within 5 % of the floor: close, not there. In 5 o
 those rounds ``authenticate()`` ran 1.4-1.7 times as fast as the floor and the limit
 in the same process, all of them rounds that followed ldappool 3.0.0's process: a
 mode of the server or the scheduler we have not explained, which lifts the median
-of a whole run when it happens (the storm alone passed in six of nine runs, and
+of a whole run when it happens. An in-process A/B run saw it too, for a prototype with
+the pool's bookkeeping written inline in one function: 1.45 of the limit, with 1.5
+voluntary context switches per attempt against the others' 2.9 (the threads stopped
+waiting for the GIL after each libldap call); the shorter the Python between those
+calls, the likelier that mode seems to be (the storm alone passed in six of nine runs, and
 ``make bench`` failed in all three). The per-burst ratios spread by about ±12 %, so the
 storm now runs 96 paired bursts. The pool's lock is not a cost: counted, 0 of 273,000
 takes found it held.
