@@ -918,6 +918,10 @@ OPS = (
     "refill",
     "look_at_idle",
     "begin_check",
+    "begin_check",
+    "at_gate",
+    "at_gate",
+    "cancel_gate",
 )
 Op = tuple[str, int, bool, bool]
 
@@ -943,12 +947,13 @@ class LockWaiter(Waiter):
 class Runner:
     """A deterministic stand-in for the threaded runner; the test picks each next event."""
 
-    def __init__(self, size: int, handoff_after: float) -> None:
+    def __init__(self, size: int, handoff_after: float, auth_size: int | None = None) -> None:
         self.m = PoolMachine(
             size=size,
             lifetime=lifetime(max_lifetime=5.0, max_idle=3.0, ping_after=1.0),
             handoff_after=handoff_after,
             min_size=1,
+            auth_size=auth_size,
         )
         self.now = 0.0
         self.pending: list[Slot] = []  # given to a checkout, step not carried out yet
@@ -958,6 +963,7 @@ class Runner:
         self.succeeded = 0  # checkouts whose step was carried out
         self.over_size = False  # a shrink is pending
         self.checks: set[int] = set()  # ids of the slots lent through begin_check
+        self.at_gate: list[LockWaiter] = []  # password checks queued at the gate
 
     def do(self, name: str, n: int, a: bool, b: bool) -> None:
         m = self.m
@@ -1012,14 +1018,20 @@ class Runner:
                 assert slot.in_use
                 if m.give_back(slot, self.now, a, pinged=b) is Step.CLOSE:
                     self.closing.append(slot)
-        elif name == "begin_check":  # a password check (not queued when the gate is full)
+        elif name == "begin_check":  # a password check; queued when the gate is full
             passed, slot = m.begin_check(self.now)
-            if passed and slot is None:  # the pool is full: it would wait as a checkout
-                m.leave_gate(self.now)
-            elif slot is not None:
-                assert slot.step is not Step.USE or self.now - slot.last_used < 0.05
-                self.checks.add(id(slot))
-                self.pending.append(slot)
+            if not passed:
+                waiter = LockWaiter(PASSWORD_CHECKS, self.now)
+                m.queue_gate(waiter)
+                self.at_gate.append(waiter)
+            else:
+                self.checked(slot)
+        elif name == "at_gate" and self.at_gate:  # a queued check wakes, or times out
+            self.gate_look(self.at_gate[n % len(self.at_gate)], timed_out=a)
+        elif name == "cancel_gate" and self.at_gate:  # a queued check is interrupted
+            waiter = self.at_gate.pop(n % len(self.at_gate))
+            m.cancel_gate(waiter, self.now)
+            waiter.done = True
         if m.occupied > m.size:
             self.over_size = True
         elif self.over_size:
@@ -1059,6 +1071,34 @@ class Runner:
         self.lent.append(slot)
         self.succeeded += 1
 
+    def checked(self, slot: Slot | None) -> None:
+        """A check past the gate, with the slot the machine gave it (None: the pool is
+        full; it would wait as a checkout: here it gives its place up)."""
+        if slot is None:
+            self.m.leave_gate(self.now)
+            return
+        assert slot.step is not Step.USE or self.now - slot.last_used < 0.05
+        self.checks.add(id(slot))
+        self.pending.append(slot)
+
+    def gate_look(self, waiter: LockWaiter, *, timed_out: bool) -> None:
+        if not timed_out and not waiter.unconsumed:
+            return  # blocked: only a wake-up or the time out lets it look
+        if not timed_out:
+            waiter.unconsumed -= 1
+        try:
+            passed, slot = self.m.at_gate(waiter, self.now, timed_out=timed_out)
+        except MaxConnectionReachedError:
+            passed, slot = False, None
+        else:
+            if not passed:
+                assert not timed_out
+                assert waiter in self.m._gate.waiters  # requeued, or never woken
+                return
+            self.checked(slot)
+        self.at_gate.remove(waiter)
+        waiter.done = True
+
     def look(self, waiter: LockWaiter, *, timed_out: bool) -> None:
         if not timed_out and not waiter.unconsumed:
             return  # blocked: only a wake-up or the time out lets it look
@@ -1090,6 +1130,10 @@ class Runner:
                 ready = [w for w in self.waiters if w.unconsumed]
                 assert ready, "waiters left with nobody to wake them"
                 self.look(ready[0], timed_out=False)
+            elif self.at_gate:
+                ready = [w for w in self.at_gate if w.unconsumed]
+                assert ready, "checks left at the gate with nobody to wake them"
+                self.gate_look(ready[0], timed_out=False)
             else:
                 return
             check(self, self.m.occupied)
@@ -1127,7 +1171,16 @@ def check(runner: Runner, occupied_before: int) -> None:
             assert slot.credentials is None
         assert slot.in_use == (id(slot) in held_ids), slot
     assert all(any(s is h for s in slots) for h in held)
-    assert m._gate.inside == len(runner.checks)  # each check under way holds one place
+    # Each check under way holds one place, and so does one let in while it slept.
+    gate = m._gate
+    assert gate.inside == len(runner.checks) + sum(w.passed for w in runner.at_gate)
+    assert gate.inside <= gate.limit or runner.over_size
+    waiting = {id(w) for w in gate.waiters} | ({id(gate.looking)} if gate.looking else set())
+    assert waiting == {id(w) for w in runner.at_gate if not w.passed}
+    for waiter in runner.at_gate:  # told once: woken to look, or let in
+        assert waiter.unconsumed == (waiter.passed or gate.looking is waiter)
+    if gate.waiters and gate.inside < gate.limit:
+        assert gate.looking is not None  # a free place never waits for a sleeper
     for slot in runner.closing:
         assert slot.step is Step.CLOSE and slot.conn is not None
 
@@ -1154,7 +1207,7 @@ def check(runner: Runner, occupied_before: int) -> None:
         assert not m._available()
 
     stats = m.snapshot()[1]
-    assert stats.waiting == len(queued) + (queue.woken is not None)
+    assert stats.waiting == len(queued) + (queue.woken is not None) + len(waiting)
     assert stats.in_use == len(held)
     assert stats.idle == len(lru)
     assert stats.connections == sum(1 for s in slots if s.conn is not None or s.in_use)
@@ -1165,6 +1218,7 @@ def check(runner: Runner, occupied_before: int) -> None:
 @given(
     size=st.integers(min_value=1, max_value=3),
     handoff_after=st.sampled_from([0.0, 0.05, math.inf]),
+    all_for_checks=st.booleans(),
     ops=st.lists(
         st.tuples(
             st.sampled_from(OPS),
@@ -1175,8 +1229,10 @@ def check(runner: Runner, occupied_before: int) -> None:
         max_size=60,
     ),
 )
-def test_random_events_keep_the_invariants(size: int, handoff_after: float, ops: list[Op]) -> None:
-    runner = Runner(size, handoff_after)
+def test_random_events_keep_the_invariants(
+    size: int, handoff_after: float, all_for_checks: bool, ops: list[Op]
+) -> None:
+    runner = Runner(size, handoff_after, size if all_for_checks else None)
     for name, n, a, b in ops:
         before = runner.m.occupied
         runner.do(name, n, a, b)
