@@ -197,7 +197,8 @@ class Dialer:
         another answer that no retry or other server can change."""
         if kind is ErrorKind.CREDENTIALS:
             self.count("invalid_credentials")
-            self._refused(server, who, "invalid credentials", exc)
+            if self.events.listeners:
+                self._refused(server, who, "invalid credentials", exc)
             message = f"{server} refused the credentials for bind DN {who!r}"
         else:
             message = f"{server} refused the {what}: {exc!r}"
@@ -234,16 +235,16 @@ class Dialer:
     def _refused(
         self, server: Server | None, who: str | None, reason: str, exc: BaseException
     ) -> None:
-        if self.events.listeners:
-            self.events.emit(
-                Event(
-                    EventKind.BIND_REFUSED,
-                    server=str(server) if server else None,
-                    dn=who,
-                    reason=reason,
-                    error=repr(exc),
-                )
+        """Tell the listeners (only called when there are some)."""
+        self.events.emit(
+            Event(
+                EventKind.BIND_REFUSED,
+                server=str(server) if server else None,
+                dn=who,
+                reason=reason,
+                error=repr(exc),
             )
+        )
 
     def error(
         self,
