@@ -1081,11 +1081,20 @@ class Runner:
         self.checks.add(id(slot))
         self.pending.append(slot)
 
+    @staticmethod
+    def wakes_up(waiter: LockWaiter, *, timed_out: bool) -> bool:
+        """Whether a blocked waiter gets to look now: woken (the wake-up consumed), or
+        out of time."""
+        if timed_out:
+            return True
+        if not waiter.unconsumed:
+            return False  # blocked: only a wake-up or the time out lets it look
+        waiter.unconsumed -= 1
+        return True
+
     def gate_look(self, waiter: LockWaiter, *, timed_out: bool) -> None:
-        if not timed_out and not waiter.unconsumed:
-            return  # blocked: only a wake-up or the time out lets it look
-        if not timed_out:
-            waiter.unconsumed -= 1
+        if not self.wakes_up(waiter, timed_out=timed_out):
+            return
         try:
             passed, slot = self.m.at_gate(waiter, self.now, timed_out=timed_out)
         except MaxConnectionReachedError:
@@ -1100,10 +1109,8 @@ class Runner:
         waiter.done = True
 
     def look(self, waiter: LockWaiter, *, timed_out: bool) -> None:
-        if not timed_out and not waiter.unconsumed:
-            return  # blocked: only a wake-up or the time out lets it look
-        if not timed_out:
-            waiter.unconsumed -= 1
+        if not self.wakes_up(waiter, timed_out=timed_out):
+            return
         try:
             slot = self.m.look(waiter, self.now, timed_out=timed_out)
         except MaxConnectionReachedError:
