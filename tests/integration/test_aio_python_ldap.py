@@ -645,6 +645,7 @@ def test_check_password_returns_the_policy_answer(
         assert server.failures(user.uid) == 1
         for _ in range(server.MAX_FAILURE - 1):
             await check("wrong")
+        server.wait_locked(user.uid)
         answer = await check(user.password)
         assert isinstance(answer.refusal, ldap.INVALID_CREDENTIALS)
         assert answer.policy == PasswordPolicy(error=PolicyError.ACCOUNT_LOCKED)

@@ -83,6 +83,7 @@ def test_wrong_passwords_lock_the_account_after_the_policy_s_count_exactly(
     for _ in range(AuthSlapd.MAX_FAILURE):
         with pytest.raises(InvalidCredentialsError):
             cm.authenticate(policy_user.dn, "guess")
+    auth_slapd.wait_locked(policy_user.uid)
     with pytest.raises(AccountLockedError) as caught:
         cm.authenticate(policy_user.dn, policy_user.password)
     assert caught.value.policy == PasswordPolicy(error=PolicyError.ACCOUNT_LOCKED)

@@ -123,6 +123,7 @@ def test_wrong_passwords_lock_the_account(
         answer = checked(auth_slapd, conn, policy_user, "wrong")
         assert refused(driver, answer) is ErrorKind.CREDENTIALS and answer.policy == EMPTY
         assert auth_slapd.failures(policy_user.uid) == count
+    auth_slapd.wait_locked(policy_user.uid)
     answer = checked(auth_slapd, conn, policy_user)
     assert refused(driver, answer) is ErrorKind.CREDENTIALS
     assert answer.policy == PasswordPolicy(error=PolicyError.ACCOUNT_LOCKED)

@@ -125,9 +125,12 @@ def test_max_failure_wrong_passwords_lock_the_account(
 ) -> None:
     conn = opened(auth_slapd.ldap_uri)
     for count in range(1, auth_slapd.MAX_FAILURE + 1):
+        if count == auth_slapd.MAX_FAILURE:
+            with pytest.raises(AssertionError, match="not locked"):
+                auth_slapd.wait_locked(policy_user.uid)  # one wrong password short
         assert policy_bind(conn, policy_user.dn, "wrong") == Answer(INVALID)
         assert auth_slapd.failures(policy_user.uid) == count
-    assert "pwdAccountLockedTime" in auth_slapd.policy_attributes(policy_user.uid)
+    auth_slapd.wait_locked(policy_user.uid)
     locked = Answer(INVALID, ACCOUNT_LOCKED)
     assert policy_bind(conn, policy_user.dn, policy_user.password) == locked
     assert policy_bind(conn, policy_user.dn, "wrong") == locked

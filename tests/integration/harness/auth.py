@@ -30,6 +30,7 @@ import itertools
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import ldap
@@ -38,6 +39,7 @@ import ldap.dn
 import ldap.modlist
 
 from .slapd import CERTS_DIR, MODULE_DIRS, ConfigExtras, Slapd, User
+from .waiting import wait_until
 
 __all__ = ["AuthSlapd", "certificate_subject"]
 
@@ -48,6 +50,9 @@ _STATE_ATTRS = ("pwdAccountLockedTime", "pwdFailureTime", "pwdGraceUseTime", "pw
 _LOCKED_FOREVER = b"000001010000Z"
 #: Characters special in a POSIX extended regular expression (slapd's olcAuthzRegexp).
 _ERE_SPECIAL = frozenset(".[]()*+?{}|^$\\")
+#: Linux's CLOCK_REALTIME_COARSE (<linux/time.h>; the time module does not name it):
+#: the clock that time(2) reads, a timer tick behind the precise one.
+_CLOCK_REALTIME_COARSE = 5
 
 
 def certificate_subject(cert_file: str | Path) -> str:
@@ -285,6 +290,33 @@ class AuthSlapd(Slapd):
         error accountLocked, and records no failure.
         """
         self._set_state(uid, [(ldap.MOD_REPLACE, "pwdAccountLockedTime", [_LOCKED_FOREVER])])
+
+    def wait_locked(self, uid: str) -> None:
+        """Wait until the lock that :attr:`MAX_FAILURE` wrong passwords set is in
+        effect; fail at once if the account is not locked.
+
+        slapd 2.5 stamps pwdAccountLockedTime from the precise clock, but the next
+        bind compares the stamp with time(2), which on Linux reads the coarse clock, a
+        timer tick (4 ms here) behind. A bind in that tick after the second turned
+        finds the lock "not yet in effect" and checks the password: measured, 79 of
+        14,758 lockouts let the right password in. A test that locks an account by
+        wrong passwords and binds again calls this first; it returns at once but in
+        those few milliseconds.
+        """
+        stamps = self.policy_attributes(uid).get("pwdAccountLockedTime")
+        if not stamps:
+            raise AssertionError(f"{uid} is not locked: {self.policy_attributes(uid)}")
+        locked_at = (
+            datetime.datetime.strptime(stamps[0][:14], "%Y%m%d%H%M%S")
+            .replace(tzinfo=datetime.timezone.utc)
+            .timestamp()
+        )
+        wait_until(
+            lambda: time.clock_gettime(_CLOCK_REALTIME_COARSE) >= locked_at,
+            timeout=2.0,
+            interval=0.001,
+            message=f"{self}: slapd's clock to reach {uid}'s lock",
+        )
 
     def unlock(self, uid: str) -> None:
         """Unlock the account, whether :meth:`lock` or :attr:`MAX_FAILURE` wrong
