@@ -26,6 +26,7 @@ from typing import Any
 
 from tests.integration.harness import Slapd
 
+from bench.cores import split_cores
 from bench.results import Check, errors_note, spread_note
 from bench.spawn import run_script
 from bench.storm_worker import credentials
@@ -103,25 +104,32 @@ def run_worker(group: Group, slapd: Slapd) -> list[dict[str, Any]]:
 
 
 def measure(
-    slapd: Slapd, old: Path | None, rounds: int
+    slapd: Slapd, old: Path | None, rounds: int, split: bool = True
 ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     """Every round's records (with "round" and "group" added), the settings (what goes
-    in the results file), and each group's versions."""
+    in the results file), and each group's versions.
+
+    ``split``: slapd on a core of its own and the workers on the others
+    (:mod:`bench.cores`), as a server and its clients on machines of their own."""
     add_users(slapd)
     records: list[dict[str, Any]] = []
     versions: dict[str, dict[str, str]] = {}
-    for rnd in range(rounds):
-        todo = groups(old)
-        todo = todo[rnd % len(todo) :] + todo[: rnd % len(todo)]
-        for group in todo:
-            print(f"  login storm, round {rnd + 1}/{rounds}: {group.name}", flush=True)
-            for rec in run_worker(group, slapd):
-                if "versions" in rec:
-                    venv = "ldappool 3.0.0 venv" if group.name == "old" else "our venv"
-                    versions[venv] = rec["versions"]
-                else:
-                    records.append({**rec, "round": rnd, "group": group.name})
+    assert slapd.pid is not None, "slapd is not running"
+    with split_cores(slapd.pid, split) as cores:
+        print(f"  login storm: {cores.describe()}", flush=True)
+        for rnd in range(rounds):
+            todo = groups(old)
+            todo = todo[rnd % len(todo) :] + todo[: rnd % len(todo)]
+            for group in todo:
+                print(f"  login storm, round {rnd + 1}/{rounds}: {group.name}", flush=True)
+                for rec in run_worker(group, slapd):
+                    if "versions" in rec:
+                        venv = "ldappool 3.0.0 venv" if group.name == "old" else "our venv"
+                        versions[venv] = rec["versions"]
+                    else:
+                        records.append({**rec, "round": rnd, "group": group.name})
     saved = {
+        "cores": cores.describe(),
         "users": USERS,
         "threads": THREADS,
         "size": SIZE,
@@ -166,6 +174,9 @@ class Storm:
         records: Sequence[Mapping[str, Any]] = (saved or {}).get("records", [])
         self._rates: dict[Cell, dict[int, float]] = {}
         self._bursts: dict[Cell, dict[tuple[int, int], float]] = {}
+        #: The client's CPU seconds per attempt, burst by burst (records that have it).
+        self._cpu: dict[Cell, dict[tuple[int, int], float]] = {}
+        self._cpu_totals: dict[Cell, tuple[float, int]] = {}
         self._totals: dict[tuple[Cell, str], Totals] = {}
         self._errors: dict[tuple[Cell, str], dict[str, int]] = {}
         for rec in records:
@@ -189,6 +200,12 @@ class Storm:
             for turn, ops, seconds in rec["bursts"]:
                 if seconds > 0:
                     bursts[(rec["round"], turn)] = ops / seconds
+            cpu = self._cpu.setdefault(cell, {})
+            for (turn, ops, _), used in zip(rec["bursts"], rec.get("cpu", []), strict=False):
+                if ops > 0:
+                    cpu[(rec["round"], turn)] = used / ops
+                    was_cpu, was_ops = self._cpu_totals.get(cell, (0.0, 0))
+                    self._cpu_totals[cell] = (was_cpu + used, was_ops + ops)
 
     def __bool__(self) -> bool:
         return bool(self._totals)
@@ -210,6 +227,16 @@ class Storm:
     def ratio(self, a: Cell, b: Cell) -> float | None:
         pairs = self.pairs(a, b)
         return statistics.median(pairs) if pairs else None
+
+    def cpu(self, cell: Cell) -> float | None:
+        """The client's CPU microseconds per attempt, over all the timed bursts."""
+        used, ops = self._cpu_totals.get(cell, (0.0, 0))
+        return used / ops * 1e6 if ops else None
+
+    def cpu_pairs(self, a: Cell, b: Cell) -> list[float]:
+        """Like :meth:`pairs`, for the client's CPU per attempt."""
+        ca, cb = self._cpu.get(a, {}), self._cpu.get(b, {})
+        return [ca[k] / cb[k] for k in sorted(ca.keys() & cb.keys()) if cb[k] > 0]
 
     def totals(self, cell: Cell, storm: str = "mixed") -> Totals:
         return self._totals.get((cell, storm), Totals())
@@ -265,6 +292,22 @@ def checks(storm: Storm) -> list[Check]:
                     note=f"{what}; {_spread(storm, cell, limit_cell)}",
                 )
             )
+    for name, cell, base in (
+        ("authenticate() / floor, python-ldap", PL_OURS, PL_FLOOR),
+        ("authenticate() / pre-bound bind, python-ldap", PL_OURS, PL_LIMIT),
+        ("bare pool / pre-bound bind, python-ldap", PL_FLOOR, PL_LIMIT),
+        ("authenticate() / pre-bound bind, ldap3", L3_OURS, L3_LIMIT),
+    ):
+        pairs = storm.cpu_pairs(cell, base)
+        if pairs:
+            found.append(
+                Check(
+                    f"login storm: client CPU per attempt, {name}",
+                    statistics.median(pairs),
+                    note=f"{_figure(storm.cpu(cell), 1)} us against {_figure(storm.cpu(base), 1)}"
+                    f" us; {spread_note(pairs)}",
+                )
+            )
     cells = [
         ("ldappool 4 python-ldap", PL_OURS, True),
         ("ldappool 4 ldap3", L3_OURS, True),
@@ -312,6 +355,7 @@ def rows(storm: Storm) -> tuple[list[str], list[list[str]]]:
         "binds / wrong password",
         "new connections / attempt",
         "new connections / wrong password",
+        "client CPU us / attempt",
     ]
     body = []
     for cell in storm.cells():
@@ -326,6 +370,7 @@ def rows(storm: Storm) -> tuple[list[str], list[list[str]]]:
                 _figure(wrong.per_attempt(wrong.binds)),
                 _figure(mixed.per_attempt(mixed.connections), 4),
                 _figure(wrong.per_attempt(wrong.connections), 4),
+                _figure(storm.cpu(cell), 1),
             ]
         )
     return header, body
@@ -333,7 +378,15 @@ def rows(storm: Storm) -> tuple[list[str], list[list[str]]]:
 
 def text_table(storm: Storm) -> str:
     _, body = rows(storm)
-    header = ["login storm", "attempts/s", "binds/att", "binds/wrong", "conns/att", "conns/wrong"]
+    header = [
+        "login storm",
+        "attempts/s",
+        "binds/att",
+        "binds/wrong",
+        "conns/att",
+        "conns/wrong",
+        "CPU us/att",
+    ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def fmt(row: Sequence[str]) -> str:

@@ -116,6 +116,11 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--storm-rounds", type=int, default=3, help="rounds of the login storm")
     parser.add_argument(
+        "--storm-shared-cores",
+        action="store_true",
+        help="run the login storm's slapd and clients on every core (bench/cores.py)",
+    )
+    parser.add_argument(
         "--peer-rounds", type=int, default=peers.ROUNDS, help="rounds of the peers"
     )
     parser.add_argument("--no-peers", action="store_true", help="skip the peers")
@@ -140,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server benchmark: {args.rounds} rounds of {len(SCENARIOS)} scenarios...")
         records, versions = measure_server(slapd, old, args.rounds, args.seconds)
         print(f"login storm: {args.storm_rounds} rounds...", flush=True)
-        storm_saved, _ = login_storm.measure(slapd, old, args.storm_rounds)
+        storm_saved, _ = login_storm.measure(
+            slapd, old, args.storm_rounds, split=not args.storm_shared_cores
+        )
         print("hot path, step by step...", flush=True)
         for driver in DRIVERS:
             steps, per_turn = hot_path.breakdown(slapd, driver, args.hot_rounds)
@@ -237,7 +244,9 @@ def storm_only(args: argparse.Namespace) -> int:
     old = None if args.no_old else old_python()
     with Slapd() as slapd:
         print(f"login storm: {args.storm_rounds} rounds...", flush=True)
-        storm_saved, versions = login_storm.measure(slapd, old, args.storm_rounds)
+        storm_saved, versions = login_storm.measure(
+            slapd, old, args.storm_rounds, split=not args.storm_shared_cores
+        )
     storm = login_storm.Storm(storm_saved)
     results = login_storm.checks(storm)
     out = _part_saved(

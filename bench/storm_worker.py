@@ -16,18 +16,20 @@ the connections it accepted in each burst belong to the contestant that ran it.
 
 Output: one JSON line ``{"versions": {...}}``, then one line per contestant and storm:
 ``{"impl", "storm", "threads", "size", "ops", "errors", "wrong", "seconds", "binds",
-"connections", "setup_binds", "setup_connections", "bursts"}``: ``ops`` are attempts
+"connections", "setup_binds", "setup_connections", "bursts", "cpu"}``: ``ops`` are attempts
 that ended as they should (refused exactly when the password was wrong), ``errors``
 the others by exception type, ``wrong`` how many attempts had a wrong password,
 ``binds`` and ``connections`` what the server counted during the timed bursts,
 ``setup_*`` what it counted while the contestant was set up and warmed up (before any
-timing), ``bursts`` ``[turn, ops, seconds]`` as in ``worker.py``.
+timing), ``bursts`` ``[turn, ops, seconds]`` as in ``worker.py``, ``cpu`` the CPU
+seconds this process used in each of those bursts (all its threads: the client's cost).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -328,6 +330,7 @@ class Contestant:
     crew: Crew
     setup: tuple[int, int]  # binds, connections while set up and warmed up
     counted: list[int] = field(default_factory=lambda: [0, 0])  # in the timed bursts
+    cpu: list[float] = field(default_factory=list)  # this process's CPU s, per burst
 
 
 def storm(
@@ -339,7 +342,9 @@ def storm(
     for turn in range(first_turn, first_turn + turns):
         shift = turn % len(contestants)
         for c in contestants[shift:] + contestants[:shift]:
+            cpu = time.process_time()
             c.crew.burst(burst, turn)
+            c.cpu.append(time.process_time() - cpu)
             now = monitor.read()
             c.counted[0] += now[0] - before[0]
             c.counted[1] += now[1] - before[1]
@@ -361,12 +366,14 @@ def record(c: Contestant, kind: str, args: argparse.Namespace) -> dict[str, Any]
         "setup_binds": c.setup[0],
         "setup_connections": c.setup[1],
         "bursts": c.crew.bursts,
+        "cpu": c.cpu,
     }
 
 
 def reset(c: Contestant) -> None:
     c.crew.reset()
     c.counted = [0, 0]
+    c.cpu = []
     for p in c.plans:
         p.wrong = 0
 
