@@ -239,8 +239,9 @@ first-come-first-served hand-off; a bare pool (a lock, a list, a ``with`` block)
 against the connection kept open, which is the floor of what any pool costs here; the
 pool's own cost at size 1000 against size 10; a pooled StartTLS search against opening
 a connection for it; in a login storm (8 threads checking 50 users' passwords, one in
-ten wrong), ``authenticate()`` against binding a connection kept open by hand, and the
-binds and new connections a check costs; and the peers: ldappool 4 and 3.0.0, ldap3's
+ten wrong, slapd on a core of its own), ``authenticate()`` against binding a connection
+kept open by hand, the client's CPU per attempt, and the binds and new connections a
+check costs; and the peers: ldappool 4 and 3.0.0, ldap3's
 own REUSABLE pool and bonsai's ``ThreadedConnectionPool``, each against a connection
 per thread kept open by hand (python-ldap's; ldap3's for ldap3's pool); and asyncio:
 ``AsyncConnectionManager`` against ``ConnectionManager`` (1 task against 1 thread, 64
@@ -492,24 +493,46 @@ each attempt cost exactly one bind (1.000 binds per attempt), that is 1.000 too.
 
 {figures}
 
-Where ``authenticate()`` stands on python-ldap, from in-process A/B runs made while
-writing this (8 threads, 40-50 turns of 0.1 s bursts taking turns, with the client's
-and slapd's CPU time and the client's context switches per attempt counted), and from
-``perf`` and single-thread runs against the same slapd. This is a 2-core machine: slapd
-needs about one core, so the client's CPU per attempt sets the throughput. Two thirds of
-that CPU is the kernel's (system calls, context switches); the Python of a check runs on
-caches and TLB entries that slapd and the other threads have just used, so a
-microsecond of it measured in a tight loop costs several here: about 5-10 % of the
-throughput per microsecond. The policy control is sent only to servers whose root DSE
-lists it (this slapd does not). What the runs showed, and what was done:
+**Cores.** slapd runs on a core of its own for the storm, the workers on the other
+(``bench/cores.py``), as a server and its clients on machines of their own. Sharing both
+cores, as the storm did until this run, the rounds flipped, process by process, between
+two modes: in one the client spent about 50 us of CPU and 3.3 thread switches per
+pre-bound bind, in the other 21 us and 1.0, and every contestant ran nearly twice as
+fast. In-process runs with the placement forced showed which is which: the slow mode is
+the client's threads spread over both cores, where each hand-over of the GIL crosses
+cores and slapd, between two of its calls, evicts the client's code and data from the
+caches; the fast one is the client's threads on one core and slapd on the other. The
+fast rounds (``authenticate()`` at 1.4-1.7 times the limit of the slow process before
+it) had left the shared-core medians at the mercy of where the scheduler put the
+threads: ``authenticate()`` at 0.822 of the limit in the last ``make bench`` run that
+way, 0.934 of the floor in the median of 36 rounds, the middle half of its paired
+bursts 0.70-0.94. With the cores split, the first two runs of the storm alone put it at
+0.973 both times (middle halves 0.95-1.00 and 0.90-1.08). ``--storm-shared-cores``
+measures the old way.
+
+With a core of its own, slapd is what limits python-ldap: about 30 us of its CPU per
+bind, against 20-25 us of the client's. So the attempts per second say what a pool costs the
+logins when the server is the bottleneck, as it is for a directory that checks hashed
+passwords: ``authenticate()`` keeps up with the limit. What the pool costs the client
+is in the CPU lines: per attempt, ``authenticate()`` takes about 7 % more of the
+client's CPU than the floor and 13 % more than the limit (1.6 and 2.7 us), and a client
+that has less CPU to spare than slapd would see that. ldap3 spends 150 us of the
+client's CPU per bind in its own Python, so there the client is the bottleneck and the
+ratio is the CPU's (it was 0.95 sharing cores, when the client had part of the second
+core too).
+
+Where the client's microseconds went, from in-process A/B runs (8 threads, bursts
+taking turns, the client's and slapd's CPU time and the client's thread switches per
+attempt counted), ``perf`` and single-thread runs against the same slapd. The policy
+control is sent only to servers whose root DSE lists it (this slapd does not):
 
 - The look at the socket before each check (``getsockopt``, a system call) cost about
-  10 us of client CPU per check under load and ~10 % of the throughput. A connection
-  whose previous check ended less than ``socket_check_after`` ago (0.05 s) is now used
-  without it (:doc:`policies`); in a storm that is every check.
+  10 us of client CPU per check sharing cores, and ~10 % of the throughput. A
+  connection whose previous check ended less than ``socket_check_after`` ago (0.05 s)
+  is now used without it (:doc:`policies`); in a storm that is every check.
 - The driver's check makes its two libldap calls under the object's lock once, as
-  ``_ldap_call`` would make each, in one method: a bare pool around it costs what the
-  floor costs, in the storm and alone.
+  ``_ldap_call`` would make each, in one method: alone, it takes less of the client's
+  CPU than ``simple_bind_s`` (20.4 against 20.9 us with the cores split).
 - A wrong password cost a single thread 18 us more CPU than the floor's, against 6 us
   more for a right one. The driver's refusal came back with its traceback, whose frames
   held the password: every frame on the way back out was then copied to the heap as it
@@ -521,33 +544,20 @@ lists it (this slapd does not). What the runs showed, and what was done:
   (the floor: 3.0).
 - The common case of ``authenticate()`` runs straight through: one machine call to
   pass the gate with a kept connection, one to give both back (checkin's common case
-  written out there).
-
-Since then, nine runs of the storm alone (``python -m bench.run --only login-storm``,
-48 and 96 paired bursts) and three of ``make bench``: 36 rounds, each a process of its
-own. Round by round, ``authenticate()`` made 0.934 of the floor's attempts per second
-in the median round (the middle half of the rounds 0.92-0.97), against the 0.95 the
-target asks when it is counted within 5 % of the floor: close, not there. In 5 of
-those rounds ``authenticate()`` ran 1.4-1.7 times as fast as the floor and the limit
-in the same process, all of them rounds that followed ldappool 3.0.0's process: a
-mode of the server or the scheduler we have not explained, which lifts the median
-of a whole run when it happens. An in-process A/B run saw it too, for a prototype with
-the pool's bookkeeping written inline in one function: 1.45 of the limit, with 1.5
-voluntary context switches per attempt against the others' 2.9 (the threads stopped
-waiting for the GIL after each libldap call); the shorter the Python between those
-calls, the likelier that mode seems to be (the storm alone passed in six of nine runs, and
-``make bench`` failed in all three). The per-burst ratios spread by about ±12 %, so the
-storm now runs 96 paired bursts. The pool's lock is not a cost: counted, 0 of 273,000
-takes found it held.
+  written out there). A prototype with all of that inline in one function, no gate
+  and no lifetime, took 1.1 us less of the client's CPU per attempt than
+  ``authenticate()``: what the pool's structure costs. The pool's lock is not a cost:
+  counted, 0 of 273,000 takes found it held.
 
 With the default ``auth_size`` (half of ``size``), 8 threads share 4 places at the
-gate. The gate used to hand each place that came free to the oldest queued check, so
-each check was a switch between two threads: 0.57-0.72 of a limit that has 8
-connections to the pool's 4. It now serves its queue as checkouts are served (a place
-that comes free goes to a running check first, and to the oldest queued one once it
-has waited ``handoff_after``): 0.78 in the first storm run with it and 0.66 in the
-``make bench`` below; in-process A/B runs, the old rule against the new, 0.67 against
-0.77-0.78.
+gate, and a check that finds them all taken sleeps until one comes free: about 9 us
+more of the client's CPU per attempt than with ``auth_size=8``, and fewer attempts per
+second than the limit's 8 connections make. The gate used to hand each place that came
+free to the oldest queued check, so each check was a switch between two threads. It
+now serves its queue as checkouts are served (a place that comes free goes to a running
+check first, and to the oldest queued one once it has waited ``handoff_after``):
+in-process A/B runs sharing cores, the old rule against the new, 0.67 against
+0.77-0.78 of the limit.
 
 Alone, about 100 seconds (prints the table and these lines, writes
 ``bench/results/storm-*.json``, leaves this page alone)::
