@@ -421,6 +421,15 @@ Throughput with 32 threads varies more from burst to burst than with 8 (the midd
 of the pairs above): which threads run and which sleep is decided anew at every
 checkin, by the operating system.
 
+These searches share both cores with slapd, as they always have here, so that their
+figures compare with earlier runs; the login storm below gives slapd a core of its own
+(``bench/cores.py`` says why). Measured once with the cores split as the storm's are
+(``measure_server`` inside ``split_cores``, 4 rounds): python-ldap on 1 thread 0.942
+of the limit (floor 0.974) and 32 threads against 8 at 0.961, both within their
+targets; ldap3 on 1 thread 0.958, and 32 threads against 8 at 0.916, below 0.95: 32
+threads running ldap3's Python on one core. The python-ldap lines above are the ones
+that sharing cores makes swing from run to run.
+
 {storm}
 
 {peers}
@@ -495,31 +504,31 @@ each attempt cost exactly one bind (1.000 binds per attempt), that is 1.000 too.
 
 **Cores.** slapd runs on a core of its own for the storm, the workers on the other
 (``bench/cores.py``), as a server and its clients on machines of their own. Sharing both
-cores, as the storm did until this run, the rounds flipped, process by process, between
-two modes: in one the client spent about 50 us of CPU and 3.3 thread switches per
-pre-bound bind, in the other 21 us and 1.0, and every contestant ran nearly twice as
-fast. In-process runs with the placement forced showed which is which: the slow mode is
-the client's threads spread over both cores, where each hand-over of the GIL crosses
-cores and slapd, between two of its calls, evicts the client's code and data from the
-caches; the fast one is the client's threads on one core and slapd on the other. The
-fast rounds (``authenticate()`` at 1.4-1.7 times the limit of the slow process before
-it) had left the shared-core medians at the mercy of where the scheduler put the
-threads: ``authenticate()`` at 0.822 of the limit in the last ``make bench`` run that
-way, 0.934 of the floor in the median of 36 rounds, the middle half of its paired
-bursts 0.70-0.94. With the cores split, the first two runs of the storm alone put it at
-0.973 both times (middle halves 0.95-1.00 and 0.90-1.08). ``--storm-shared-cores``
-measures the old way.
+cores, as the storm did before, the rounds flipped, process by process, between two
+modes: in one the client spent about 50 us of CPU and 3.3 thread switches per pre-bound
+bind, in the other 21 us and 1.0, and every contestant ran nearly twice as fast.
+In-process runs with the placement forced showed which is which: the slow mode is the
+client's threads spread over both cores, where each hand-over of the GIL crosses cores
+and slapd, between two of its calls, evicts the client's code and data from the caches;
+the fast one is the client's threads on one core and slapd on the other. Each contestant
+has threads of its own, and the scheduler placed each contestant's anew: in 5 of 36
+rounds ``authenticate()`` ran 1.4-1.7 times as fast as the limit in the same process.
+The medians were at the mercy of that placement: ``authenticate()`` at 0.822 of the
+limit in the last ``make bench`` run that way, 0.934 of the floor in the median of 36
+rounds, the middle half of its paired bursts 0.70-0.94. With the cores split, the first
+two runs of the storm alone put it at 0.973 both times (middle halves 0.95-1.00 and
+0.90-1.08). ``--storm-shared-cores`` measures the old way.
 
 With a core of its own, slapd is what limits python-ldap: about 30 us of its CPU per
-bind, against 20-25 us of the client's. So the attempts per second say what a pool costs the
-logins when the server is the bottleneck, as it is for a directory that checks hashed
-passwords: ``authenticate()`` keeps up with the limit. What the pool costs the client
-is in the CPU lines: per attempt, ``authenticate()`` takes about 7 % more of the
-client's CPU than the floor and 13 % more than the limit (1.6 and 2.7 us), and a client
-that has less CPU to spare than slapd would see that. ldap3 spends 150 us of the
-client's CPU per bind in its own Python, so there the client is the bottleneck and the
-ratio is the CPU's (it was 0.95 sharing cores, when the client had part of the second
-core too).
+bind, against 20-25 us of the client's. So the attempts per second say what a pool costs
+the logins when the server is the bottleneck, as it is for a directory that checks
+hashed passwords: ``authenticate()`` keeps up with the limit. What the pool costs the
+client is in the CPU lines: per attempt, ``authenticate()`` took 4-7 % more of the
+client's CPU than the floor and 11-13 % more than the limit (1-1.6 and 2.4-2.7 us) in
+the first three runs with the cores split, and a client with less CPU to spare than
+slapd would see that. ldap3 spends 150-200 us of the client's CPU per bind in its own
+Python, so there the client is the bottleneck and the ratio is the CPU's (it was 0.95
+sharing cores, when the client had part of the second core too).
 
 Where the client's microseconds went, from in-process A/B runs (8 threads, bursts
 taking turns, the client's and slapd's CPU time and the client's thread switches per
