@@ -515,9 +515,12 @@ has threads of its own, and the scheduler placed each contestant's anew: in 5 of
 rounds ``authenticate()`` ran 1.4-1.7 times as fast as the limit in the same process.
 The medians were at the mercy of that placement: ``authenticate()`` at 0.822 of the
 limit in the last ``make bench`` run that way, 0.934 of the floor in the median of 36
-rounds, the middle half of its paired bursts 0.70-0.94. With the cores split, the first
-two runs of the storm alone put it at 0.973 both times (middle halves 0.95-1.00 and
-0.90-1.08). ``--storm-shared-cores`` measures the old way.
+rounds, the middle half of its paired bursts 0.70-0.94; and 0.984 in a run of the storm
+alone made afterwards with ``--storm-shared-cores``, which got the fast mode most of the
+time (ours' CPU per attempt there was 0.56-1.11 of the floor's in the middle half of the
+bursts). With the cores split, the first two runs of the storm alone put it at 0.973
+both times (middle halves 0.95-1.00 and 0.90-1.08). ``--storm-shared-cores`` measures
+the old way.
 
 With a core of its own, slapd is what limits python-ldap: about 30 us of its CPU per
 bind, against 20-25 us of the client's. So the attempts per second say what a pool costs
