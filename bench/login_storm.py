@@ -174,9 +174,8 @@ class Storm:
         records: Sequence[Mapping[str, Any]] = (saved or {}).get("records", [])
         self._rates: dict[Cell, dict[int, float]] = {}
         self._bursts: dict[Cell, dict[tuple[int, int], float]] = {}
-        #: The client's CPU seconds per attempt, burst by burst (records that have it).
-        self._cpu: dict[Cell, dict[tuple[int, int], float]] = {}
-        self._cpu_totals: dict[Cell, tuple[float, int]] = {}
+        #: The client's CPU seconds and attempts, burst by burst (records that have it).
+        self._cpu: dict[Cell, dict[tuple[int, int], tuple[float, int]]] = {}
         self._totals: dict[tuple[Cell, str], Totals] = {}
         self._errors: dict[tuple[Cell, str], dict[str, int]] = {}
         for rec in records:
@@ -203,9 +202,7 @@ class Storm:
             cpu = self._cpu.setdefault(cell, {})
             for (turn, ops, _), used in zip(rec["bursts"], rec.get("cpu", []), strict=False):
                 if ops > 0:
-                    cpu[(rec["round"], turn)] = used / ops
-                    was_cpu, was_ops = self._cpu_totals.get(cell, (0.0, 0))
-                    self._cpu_totals[cell] = (was_cpu + used, was_ops + ops)
+                    cpu[(rec["round"], turn)] = (used, ops)
 
     def __bool__(self) -> bool:
         return bool(self._totals)
@@ -230,13 +227,15 @@ class Storm:
 
     def cpu(self, cell: Cell) -> float | None:
         """The client's CPU microseconds per attempt, over all the timed bursts."""
-        used, ops = self._cpu_totals.get(cell, (0.0, 0))
-        return used / ops * 1e6 if ops else None
+        bursts = self._cpu.get(cell, {}).values()
+        ops = sum(n for _, n in bursts)
+        return sum(used for used, _ in bursts) / ops * 1e6 if ops else None
 
     def cpu_pairs(self, a: Cell, b: Cell) -> list[float]:
         """Like :meth:`pairs`, for the client's CPU per attempt."""
         ca, cb = self._cpu.get(a, {}), self._cpu.get(b, {})
-        return [ca[k] / cb[k] for k in sorted(ca.keys() & cb.keys()) if cb[k] > 0]
+        per = {k: (used / ops) for k, (used, ops) in cb.items()}
+        return [ca[k][0] / ca[k][1] / per[k] for k in sorted(ca.keys() & per.keys()) if per[k] > 0]
 
     def totals(self, cell: Cell, storm: str = "mixed") -> Totals:
         return self._totals.get((cell, storm), Totals())
