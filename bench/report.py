@@ -524,8 +524,9 @@ the old way.
 
 With a core of its own, slapd is what limits python-ldap: about 30 us of its CPU per
 bind, against 20-25 us of the client's. So the attempts per second say what a pool costs
-the logins when the server is the bottleneck, as it is for a directory that checks
-hashed passwords: ``authenticate()`` keeps up with the limit. What the pool costs the
+the logins when the server is the bottleneck, as it is wherever the directory does more
+per bind than the client (this one holds a few dozen entries and compares passwords
+stored in clear): ``authenticate()`` keeps up with the limit. What the pool costs the
 client is in the CPU lines: per attempt, ``authenticate()`` took 4-7 % more of the
 client's CPU than the floor and 11-13 % more than the limit (1-1.6 and 2.4-2.7 us) in
 the first three runs with the cores split, and a client with less CPU to spare than
