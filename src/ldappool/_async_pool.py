@@ -205,10 +205,7 @@ class AsyncPool(BaseRunner):
             else:
                 answer = await jobs(conn.check_password, who, cred)
         except BaseException as exc:
-            self._end_check(slot, lost=True)
-            if isinstance(exc, Exception):
-                raise self._io.unanswered(server, who, exc) from exc
-            raise
+            raise self._check_unanswered(slot, server, who, exc)  # noqa: B904 - cause set there
         refusal = answer.refusal
         refused = refusal is not None and self._classify(refusal) is _CREDENTIALS
         self._end_check(slot, lost=False, refused=refused)

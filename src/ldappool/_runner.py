@@ -33,7 +33,7 @@ from ldappool._errors import MaxConnectionReachedError
 from ldappool._events import Event, EventKind
 from ldappool._identity import Credentials, Identity
 from ldappool._policies import LifetimePolicy
-from ldappool._port import Connection
+from ldappool._port import Connection, Server
 from ldappool._slot_io import SlotIO
 from ldappool._stats import Stats
 from ldappool._upkeep import Upkeep
@@ -216,6 +216,20 @@ class BaseRunner:
             step = self._machine.end_check(slot, now, lost=lost, refused=refused)
         if step is not _KEEP:
             self._carry_out(slot, conn, step, None)
+
+    def _check_unanswered(
+        self, slot: Slot, server: Server | None, who: str, error: BaseException
+    ) -> BaseException:
+        """A password check's bind raised ``error``: end the check with its connection
+        closed (the answer may be lost on it), and return what to raise: BackendError
+        caused by a driver's error (the bind may have counted, so it is not retried),
+        anything else (an interrupt, a cancellation) as it came."""
+        self._end_check(slot, lost=True)
+        if not isinstance(error, Exception):
+            return error
+        unanswered = self._io.unanswered(server, who, error)
+        unanswered.__cause__ = error
+        return unanswered
 
     # -- events --------------------------------------------------------------------------
 

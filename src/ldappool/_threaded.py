@@ -183,10 +183,7 @@ class ThreadedPool(BaseRunner):
         try:
             answer = conn.check_password(who, cred)
         except BaseException as exc:
-            self._end_check(slot, lost=True)
-            if isinstance(exc, Exception):
-                raise self._io.unanswered(server, who, exc) from exc
-            raise
+            raise self._check_unanswered(slot, server, who, exc)  # noqa: B904 - cause set there
         refusal = answer.refusal
         refused = refusal is not None and self._classify(refusal) is _CREDENTIALS
         if self._origins or self._events.listeners:

@@ -109,10 +109,33 @@ def test_a_bind_that_got_no_answer_is_not_retried_nor_failed_over(clock: FakeClo
     with pytest.raises(ServerDownError) as caught:
         cm.authenticate("cn=alice", "pw")
     assert "not retried" in str(caught.value)
+    assert caught.value.__cause__ is not None  # the driver's own error
+    assert not isinstance(caught.value.__cause__, ServerDownError)
     assert frames_holding(caught.value, "pw") == []  # nor the frames of the lost check
     assert (first.binds, second.binds, second.opened) == (1, 0, 0)
     assert cm.stats().connections == 0  # the lost connection was closed
     assert not list(live_connections(driver))
+    cm.close()
+
+
+def test_an_interrupt_during_a_check_comes_through_as_it_came(
+    make_cm: MakeCM, server: FakeServer, driver: FakeDriver
+) -> None:
+    """Not an error of the driver's: raised as it came, not as a BackendError; the
+    check's connection is closed (its answer may be lost on it), its place given back."""
+    cm = make_cm(size=2, auth_size=1)
+    cm.authenticate("cn=alice", "alice-pw")
+    [checks] = live_connections(driver)
+
+    def interrupted(who: str, cred: str) -> BindAnswer:
+        raise KeyboardInterrupt
+
+    checks.check_password = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt) as caught:
+        cm.authenticate("cn=alice", "alice-pw")
+    assert caught.value.__cause__ is None
+    assert checks.closed and cm.stats().connections == 0
+    assert cm.authenticate("cn=alice", "alice-pw").dn == "cn=alice"  # the gate's place back
     cm.close()
 
 
